@@ -1,0 +1,22 @@
+"""Inference: ELBO estimators by name, the training engine, evaluation and checkpoints."""
+
+from .checkpoint import load, save
+from .elbo import ELBO_NAMES, ESTIMATORS, Objective, get_elbo
+from .evaluate import elbo, log_likelihood, log_weights
+from .fit import FitResult, NonFiniteLossError, fit, make_optimizer
+
+__all__ = [
+    "ELBO_NAMES",
+    "ESTIMATORS",
+    "FitResult",
+    "NonFiniteLossError",
+    "Objective",
+    "elbo",
+    "fit",
+    "get_elbo",
+    "load",
+    "log_likelihood",
+    "log_weights",
+    "make_optimizer",
+    "save",
+]

@@ -1,0 +1,278 @@
+"""The training engine: any model/guide pair, Pyro's ELBO, a torch optimizer."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import pyro
+import pyro.optim
+import torch
+from pyro import poutine
+from tqdm.auto import tqdm
+
+from .._validate import check_choice, check_nonnegative_int, check_positive_float, check_positive_int
+from . import checkpoint as ckpt
+from .data import Batches, as_args, batch_size_of, check_batch_finite, make_batches, to_device
+from .elbo import Objective, estimator_name, get_elbo
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite; the pair keeps the parameters of the last good step."""
+
+    def __init__(self, message, epoch, step):
+        super().__init__(message)
+        self.epoch, self.step = epoch, step
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns: per-epoch losses (negative ELBO, nats per sample) and timings.
+
+    :ivar train_loss: mean training loss of each epoch (over the steps of that epoch).
+    :ivar val_loss: validation loss after each epoch, or ``None`` entries without validation data.
+    :ivar epoch_seconds: wall time of each epoch's training steps.
+    """
+
+    train_loss: list = field(default_factory=list)
+    val_loss: list = field(default_factory=list)
+    epoch_seconds: list = field(default_factory=list)
+    num_data: int = 0
+    num_steps: int = 0
+    estimator: str = "trace"
+
+    @property
+    def epochs(self) -> int:
+        return len(self.train_loss)
+
+    @property
+    def samples_per_second(self) -> float:
+        seconds = sum(self.epoch_seconds)
+        return self.num_data * self.epochs / seconds if seconds > 0 else float("nan")
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["samples_per_second"] = self.samples_per_second
+        return out
+
+
+def _check_pair(pair):
+    for role in ("model", "guide"):
+        if not callable(getattr(pair, role, None)):
+            raise TypeError(f"`pair` must have callable .model and .guide methods (a model/guide pair), "
+                            f"but {type(pair).__name__} has no callable .{role}")
+
+
+def _parameters(pair):
+    return list(pair.parameters()) if isinstance(pair, torch.nn.Module) else []
+
+
+def make_optimizer(optimizer, params, lr):
+    """A torch optimizer over ``params`` from ``None`` (Adam), an optimizer class or factory,
+    a ``pyro.optim`` optimizer, or an already built ``torch.optim.Optimizer``."""
+    if optimizer is None:
+        return torch.optim.Adam(params, lr=check_positive_float(lr, "lr"))
+    if isinstance(optimizer, torch.optim.Optimizer):
+        return optimizer
+    if isinstance(optimizer, pyro.optim.PyroOptim):
+        args = optimizer.pt_optim_args
+        if callable(args):
+            raise TypeError("a pyro.optim optimizer with per-parameter (callable) arguments is not supported by fit; "
+                            "pass a dict of arguments or a torch optimizer")
+        return optimizer.pt_optim_constructor(params, **dict(args))
+    if callable(optimizer):
+        built = optimizer(params)
+        if not isinstance(built, torch.optim.Optimizer):
+            raise TypeError(f"`optimizer` called on the parameters must return a torch.optim.Optimizer, "
+                            f"but returned {type(built).__name__}")
+        return built
+    raise TypeError("`optimizer` must be None (Adam), a torch.optim.Optimizer, an optimizer class or factory "
+                    f"taking the parameters, or a pyro.optim optimizer, but got {type(optimizer).__name__}")
+
+
+def _adopt_pyro_params(optimizer, trace_params):
+    """Add parameters met as ``pyro.param`` sites (a user's classic Pyro guide) to the optimizer."""
+    known = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    new = []
+    for site in trace_params:
+        value = site["value"]
+        leaf = value.unconstrained() if hasattr(value, "unconstrained") else value
+        if isinstance(leaf, torch.Tensor) and leaf.requires_grad and leaf.is_leaf and id(leaf) not in known:
+            known.add(id(leaf))
+            new.append(leaf)
+    if new:
+        optimizer.add_param_group({"params": new})
+
+
+def _rng_state(generator):
+    return {"pyro": pyro.util.get_rng_state()["torch"], "generator": generator.get_state() if generator else None}
+
+
+def fit(pair, data, *, epochs: int = 10, batch_size: int | None = None, elbo="trace",
+        num_particles: int | None = None, vectorize_particles: bool = False, optimizer=None,
+        lr: float = 1e-3, val_data=None, seed: int | None = None, device=None, progress=None,
+        checkpoint=None, resume=None, shuffle: bool = True, validate: str = "first") -> FitResult:
+    """Train a model/guide pair with one of Pyro's ELBOs and a torch optimizer.
+
+    :param pair: anything with ``.model(*batch)`` and ``.guide(*batch)``; a
+        ``torch.nn.Module`` whose parameters are trained (``pyro.param`` sites met in the
+        first step are trained too). If the pair has ``num_data`` (as ppmodels pairs do),
+        it is set to the number of training samples so that mini-batches are scaled to the
+        whole data set.
+    :param data: a tensor, a tuple of tensors, a ``Dataset``, a ``DataLoader`` or a
+        re-iterable of batches; a batch is a tuple (positional arguments) or a dict (keyword
+        arguments).
+    :param int epochs: total number of epochs (with ``resume``, counting those already done).
+    :param int batch_size: for tensors and datasets (default 128).
+    :param elbo: an estimator name (see :data:`ppmodels.infer.ELBO_NAMES`) or a
+        ``pyro.infer.ELBO`` instance.
+    :param optimizer: ``None`` (Adam with ``lr``), a ``torch.optim.Optimizer``, an optimizer
+        class or factory ``params -> Optimizer``, or a ``pyro.optim`` optimizer.
+    :param val_data: data for the validation loss after each epoch.
+    :param int seed: seeds Pyro, torch and the shuffling.
+    :param device: move the pair and every batch there (e.g. ``"cuda"``).
+    :param progress: show a progress bar: ``True``, ``False``, or ``None`` (only on a terminal).
+    :param checkpoint: a path; a checkpoint is written there (atomically) after every epoch.
+    :param resume: a checkpoint path written by ``checkpoint=``; training continues from it.
+    :param str validate: ``"first"`` checks the model's shapes and distribution arguments
+        on the first step only (the fast default), ``"always"`` on every step, ``"never"``.
+    :returns: :class:`FitResult` with per-epoch losses in nats per sample.
+    :raises NonFiniteLossError: the loss became NaN or infinite (epoch and step named).
+
+    Example::
+
+        >>> import torch
+        >>> from ppmodels.infer import fit
+        >>> from ppmodels.models import VAE
+        >>> from ppmodels.nn import MLPEncoder, MLPDecoder
+        >>> vae = VAE(MLPEncoder((4,), 2), MLPDecoder(2, (4,)), latent_dim=2)
+        >>> result = fit(vae, torch.rand(64, 4), epochs=2, batch_size=32, seed=0)
+        >>> len(result.train_loss)
+        2
+    """
+    _check_pair(pair)
+    epochs = check_positive_int(epochs, "epochs")
+    check_choice(validate, "validate", ["first", "always", "never"])
+    device = torch.device(device) if device is not None else None
+    if device is not None and isinstance(pair, torch.nn.Module):
+        pair.to(device)
+    if seed is not None:
+        pyro.set_rng_seed(check_nonnegative_int(seed, "seed"))
+    generator = torch.Generator()
+    generator.manual_seed(seed if seed is not None else int(torch.empty((), dtype=torch.int64).random_()))
+    train = make_batches(data, batch_size, shuffle=shuffle, generator=generator, name="data")
+    val = make_batches(val_data, batch_size, shuffle=False, name="val_data") if val_data is not None else None
+    if hasattr(pair, "set_num_data"):
+        pair.set_num_data(train.num_data)
+    elif hasattr(pair, "num_data"):
+        pair.num_data = train.num_data
+    per_sample_denominator = train.num_data if getattr(pair, "num_data", None) else None
+
+    loss = get_elbo(elbo, num_particles, vectorize_particles)
+    objective = Objective(loss, pair.model, pair.guide)
+    opt = make_optimizer(optimizer, _parameters(pair), lr)
+    result = FitResult(num_data=train.num_data, estimator=estimator_name(loss))
+    start_epoch = 0
+    if resume is not None:
+        state = ckpt.load_state(resume, map_location=device or "cpu")
+        if state.get("fit") is None:
+            raise ValueError(f"`resume`: {resume} holds no training state (it was not written by fit(checkpoint=...))")
+        ckpt.restore_module(pair, state)
+        if state.get("optimizer") is not None:
+            opt.load_state_dict(state["optimizer"])
+        fit_state = state["fit"]
+        result = FitResult(**fit_state["result"])
+        start_epoch = result.epochs
+        rng = fit_state.get("rng") or {}
+        if rng.get("pyro") is not None:
+            torch.set_rng_state(rng["pyro"])
+        if rng.get("generator") is not None:
+            generator.set_state(rng["generator"])
+
+    def per_sample(value, batch):
+        return value / (per_sample_denominator or batch_size_of(batch))
+
+    steps_per_epoch = _len_or_none(train.source)
+    bar = tqdm(total=(epochs - start_epoch) * steps_per_epoch if steps_per_epoch else None,
+               disable=(not progress) if progress is not None else None, unit="step", leave=False)
+    first_step = True
+    checked_stream = train.tensors is not None
+    try:
+        for epoch in range(start_epoch, epochs):
+            if isinstance(pair, torch.nn.Module):
+                pair.train()
+            total, seen, step = 0.0, 0, 0
+            t0 = time.perf_counter()
+            for step, batch in enumerate(train):
+                if not checked_stream:
+                    check_batch_finite(batch, "data", seen)
+                batch = to_device(batch, device)
+                args, kwargs = (batch, {}) if isinstance(batch, tuple) else ((), batch)
+                b = batch_size_of(batch)
+
+                def check(value, epoch=epoch, step=step):
+                    if not math.isfinite(value):
+                        raise NonFiniteLossError(
+                            f"the loss became {value} at epoch {epoch + 1}, step {step + 1}; training stopped and "
+                            "the pair keeps the parameters of the last good step. Lower the learning rate, check "
+                            "the data, or bound the decoder's output.", epoch + 1, step + 1)
+
+                opt.zero_grad(set_to_none=True)
+                use_validation = validate == "always" or (validate == "first" and first_step)
+                with pyro.validation_enabled(use_validation):
+                    if first_step:
+                        with poutine.trace(param_only=True) as param_capture:
+                            value = objective.loss_and_grads(args, kwargs, check)
+                        _adopt_pyro_params(opt, [s for s in param_capture.trace.nodes.values() if s["type"] == "param"
+                                                 and s["name"] != "_ppmodels_trainable"])
+                    else:
+                        value = objective.loss_and_grads(args, kwargs, check)
+                opt.step()
+                first_step = False
+                total += per_sample(value, batch) * b
+                seen += b
+                result.num_steps += 1
+                bar.update(1)
+            elapsed = time.perf_counter() - t0
+            checked_stream = True
+            result.train_loss.append(total / max(seen, 1))
+            result.epoch_seconds.append(elapsed)
+            result.val_loss.append(_evaluate_loss(pair, objective, val, device, per_sample_denominator)
+                                   if val is not None else None)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{result.train_loss[-1]:.4g}")
+            if checkpoint is not None:
+                ckpt.save(checkpoint, pair, optimizer=opt,
+                          fit_state={"result": asdict(result), "rng": _rng_state(generator)})
+    finally:
+        bar.close()
+    if isinstance(pair, torch.nn.Module):
+        pair.eval()
+    return result
+
+
+def _len_or_none(source):
+    try:
+        return len(source)
+    except TypeError:
+        return None
+
+
+@torch.no_grad()
+def _evaluate_loss(pair, objective, batches: Batches, device, denominator):
+    if isinstance(pair, torch.nn.Module):
+        pair.eval()
+    total, seen = 0.0, 0
+    with pyro.validation_enabled(False):
+        for batch in batches:
+            batch = to_device(as_args(batch), device)
+            args, kwargs = (batch, {}) if isinstance(batch, tuple) else ((), batch)
+            b = batch_size_of(batch)
+            total += objective.loss(args, kwargs) / (denominator or b) * b
+            seen += b
+    if isinstance(pair, torch.nn.Module):
+        pair.train()
+    return total / max(seen, 1)
+
+
+__all__ = ["FitResult", "NonFiniteLossError", "fit", "make_optimizer"]

@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg", force=False)
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+
+def _np(t):
+    return t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
+
+
+def save(fig, path) -> Path:
+    """Save ``fig`` as PNG at ``path`` (folders created) and close it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def loss_curves(train_loss, val_loss=None, ylabel="negative ELBO (nats per sample)", title=None):
+    """Training (and validation) loss per epoch."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    epochs = np.arange(1, len(train_loss) + 1)
+    ax.plot(epochs, train_loss, label="train")
+    if val_loss is not None and any(v is not None for v in val_loss):
+        ax.plot(epochs, [np.nan if v is None else v for v in val_loss], label="validation")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def _tile(images, nrow):
+    images = _np(images)
+    if images.ndim == 4:
+        images = images[:, 0] if images.shape[1] == 1 else images.transpose(0, 2, 3, 1)
+    n = images.shape[0]
+    ncol = math.ceil(n / nrow)
+    h, w = images.shape[1:3]
+    canvas = np.ones((nrow * h + (nrow - 1), ncol * w + (ncol - 1)) + images.shape[3:], dtype=float)
+    for i in range(n):
+        r, c = divmod(i, ncol)
+        canvas[r * (h + 1): r * (h + 1) + h, c * (w + 1): c * (w + 1) + w] = images[i]
+    return canvas
+
+
+def image_grid(images, nrow=None, title=None):
+    """A grid of ``(N, C, H, W)`` images in [0, 1]."""
+    n = len(images)
+    nrow = nrow or max(1, int(math.sqrt(n)))
+    fig, ax = plt.subplots(figsize=(6, 6 * nrow / max(1, math.ceil(n / nrow))))
+    ax.imshow(_tile(images, nrow), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.axis("off")
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def class_rows(images_per_class, class_names=None, title=None):
+    """One row of samples per class: ``images_per_class`` is ``(C, n, 1, H, W)``."""
+    images = _np(images_per_class)
+    num_classes, per = images.shape[:2]
+    fig, axes = plt.subplots(num_classes, 1, figsize=(per * 0.6 + 1, num_classes * 0.65))
+    axes = np.atleast_1d(axes)
+    for c in range(num_classes):
+        axes[c].imshow(_tile(images[c], 1), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        axes[c].set_xticks([])
+        axes[c].set_yticks([])
+        axes[c].set_ylabel(class_names[c] if class_names else str(c), rotation=0, ha="right", va="center")
+    if title:
+        axes[0].set_title(title)
+    return fig
+
+
+def latent_scatter(z, labels, title="latent means of the test set"):
+    """Scatter of 2-D latent codes coloured by label (seed 002's figure)."""
+    z = _np(z)
+    fig, ax = plt.subplots(figsize=(6, 5.5))
+    points = ax.scatter(z[:, 0], z[:, 1], c=_np(labels), cmap="tab10", s=8, alpha=0.8)
+    fig.colorbar(points, ax=ax, label="label")
+    ax.set_xlabel("z - dim 1")
+    ax.set_ylabel("z - dim 2")
+    ax.set_title(title)
+    return fig
+
+
+def latent_walk(decode, grid_size=15, limit=3.0, device=None, title="decoded latent walk"):
+    """Decode a ``grid_size`` x ``grid_size`` grid of 2-D latents in [-limit, limit]^2
+    (seed 002's figure). ``decode`` maps ``(n, 2)`` latents to ``(n, 1, H, W)`` images."""
+    xs = np.linspace(-limit, limit, grid_size)
+    ys = np.linspace(-limit, limit, grid_size)[::-1]
+    grid = torch.tensor([[x, y] for y in ys for x in xs], dtype=torch.float32, device=device)
+    with torch.no_grad():
+        images = _np(decode(grid))
+    fig, ax = plt.subplots(figsize=(7, 7))
+    h, w = images.shape[-2:]
+    ax.imshow(_tile(images, grid_size), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ticks = np.arange(grid_size)
+    ax.set_xticks(ticks * (w + 1) + w / 2, [f"{x:.1f}" for x in xs], rotation=90, fontsize=7)
+    ax.set_yticks(ticks * (h + 1) + h / 2, [f"{y:.1f}" for y in ys], fontsize=7)
+    ax.set_xlabel("z - dim 1")
+    ax.set_ylabel("z - dim 2")
+    ax.set_title(title)
+    return fig
