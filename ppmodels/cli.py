@@ -34,12 +34,20 @@ def _add_train_options(p, latent_default, epochs_default):
 
     p.add_argument("--data", default="digits", help=DATA_HELP)
     p.add_argument("--download", action="store_true", help="download MNIST/Fashion-MNIST into the cache if missing")
-    p.add_argument("--image-size", type=_positive_int, default=None,
-                   help="resize images to this square size (digits: 8, 28 or 32; default 28 for digits)")
+    p.add_argument(
+        "--image-size",
+        type=_positive_int,
+        default=None,
+        help="resize images to this square size (digits: 8, 28 or 32; default 28 for digits)",
+    )
     p.add_argument("--arch", choices=["mlp", "conv"], default="mlp", help="encoder/decoder architecture")
     p.add_argument("--hidden", type=_dims, default=(400,), help="MLP hidden widths, e.g. 512,256 (default 400)")
-    p.add_argument("--latent-dim", type=_positive_int, default=latent_default,
-                   help=f"latent dimension (default {latent_default}; 2 adds the latent scatter and walk figures)")
+    p.add_argument(
+        "--latent-dim",
+        type=_positive_int,
+        default=latent_default,
+        help=f"latent dimension (default {latent_default}; 2 adds the latent scatter and walk figures)",
+    )
     p.add_argument("--likelihood", choices=LIKELIHOODS, default="bernoulli", help="p(x|z) (default bernoulli)")
     p.add_argument("--elbo", choices=ELBO_NAMES, default="trace", help="ELBO estimator (default trace)")
     p.add_argument("--num-particles", type=_positive_int, default=None, help="particles per step for the estimator")
@@ -47,38 +55,58 @@ def _add_train_options(p, latent_default, epochs_default):
     p.add_argument("--batch-size", type=_positive_int, default=128)
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eval-samples", type=_positive_int, default=500,
-                   help="importance samples K for the test log-likelihood (default 500)")
+    p.add_argument(
+        "--eval-samples",
+        type=_positive_int,
+        default=500,
+        help="importance samples K for the test log-likelihood (default 500)",
+    )
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--out", default=None, help="output folder (default runs/MODEL-DATA)")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="show a progress bar (default: only on a terminal)")
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show a progress bar (default: only on a terminal)",
+    )
 
 
 def build_parser():
     parser = argparse.ArgumentParser(prog="ppmodels", description="Deep generative models as Pyro model/guide pairs.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = sub.add_parser("demo", help="train a 2-D latent VAE on the embedded digits and write metrics and figures",
-                          description="Train a VAE with a 2-D latent space on scikit-learn's digits (about a minute "
-                                      "on 2 cores) and write metrics.json, the checkpoint and PNG figures.")
+    demo = sub.add_parser(
+        "demo",
+        help="train a 2-D latent VAE on the embedded digits and write metrics and figures",
+        description="Train a VAE with a 2-D latent space on scikit-learn's digits (about a minute "
+        "on 2 cores) and write metrics.json, the checkpoint and PNG figures.",
+    )
     demo.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     demo.add_argument("--epochs", type=_positive_int, default=150, help="epochs (default 150)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
 
-    train = sub.add_parser("train", help="train a model and write metrics, checkpoint and figures",
-                           description="Train a model/guide pair and write metrics.json, model.pt and PNG figures.")
+    train = sub.add_parser(
+        "train",
+        help="train a model and write metrics, checkpoint and figures",
+        description="Train a model/guide pair and write metrics.json, model.pt and PNG figures.",
+    )
     models = train.add_subparsers(dest="model", required=True, metavar="MODEL")
     vae = models.add_parser("vae", help="variational auto-encoder", description="Train a VAE.")
     _add_train_options(vae, latent_default=8, epochs_default=30)
-    cvae = models.add_parser("cvae", help="conditional VAE (labels condition encoder, decoder and prior)",
-                             description="Train a conditional VAE.")
+    cvae = models.add_parser(
+        "cvae",
+        help="conditional VAE (labels condition encoder, decoder and prior)",
+        description="Train a conditional VAE.",
+    )
     _add_train_options(cvae, latent_default=8, epochs_default=30)
     cvae.add_argument("--prior", choices=["learned", "standard"], default="learned", help="p(z|y) (default learned)")
 
-    sample = sub.add_parser("sample", help="draw new samples from a saved run",
-                            description="Draw samples from the checkpoint in RUN_DIR and save them as a PNG grid.")
+    sample = sub.add_parser(
+        "sample",
+        help="draw new samples from a saved run",
+        description="Draw samples from the checkpoint in RUN_DIR and save them as a PNG grid.",
+    )
     sample.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by 'ppmodels train' or 'ppmodels demo'")
     sample.add_argument("--num", type=_positive_int, default=64, help="number of samples (per label for a CVAE)")
     sample.add_argument("--labels", type=_dims_or_zero, default=None, help="CVAE labels, e.g. 0,3,7 (default all)")
@@ -120,7 +148,7 @@ def run_train(model, args) -> Path:
     import torch
 
     from . import data as datasets
-    from . import infer, plots
+    from . import infer
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     image_size = args.image_size or (28 if args.data == "digits" else None)
@@ -131,25 +159,52 @@ def run_train(model, args) -> Path:
     labelled = model == "cvae"
     train = (data.train_x, data.train_y) if labelled else (data.train_x,)
     test = (data.test_x, data.test_y) if labelled else (data.test_x,)
-    print(f"training {model} ({args.arch}, latent {args.latent_dim}, {args.likelihood}) on {data.name} "
-          f"{tuple(data.train_x.shape)} with {args.elbo} for {args.epochs} epochs", flush=True)
+    print(
+        f"training {model} ({args.arch}, latent {args.latent_dim}, {args.likelihood}) on {data.name} "
+        f"{tuple(data.train_x.shape)} with {args.elbo} for {args.epochs} epochs",
+        flush=True,
+    )
     t0 = time.perf_counter()
-    result = infer.fit(pair, train, epochs=args.epochs, batch_size=args.batch_size, elbo=args.elbo,
-                       num_particles=args.num_particles, lr=args.lr, val_data=test, seed=args.seed,
-                       device=device, progress=args.progress)
+    result = infer.fit(
+        pair,
+        train,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        elbo=args.elbo,
+        num_particles=args.num_particles,
+        lr=args.lr,
+        val_data=test,
+        seed=args.seed,
+        device=device,
+        progress=args.progress,
+    )
     train_seconds = time.perf_counter() - t0
     test_elbo = infer.elbo(pair, test, seed=args.seed, device=device)
     test_ll = infer.log_likelihood(pair, test, num_samples=args.eval_samples, seed=args.seed, device=device)
-    metadata = {"command": "train", "model": model, "data": args.data, "image_size": data.image_shape[-1],
-                "class_names": list(data.class_names)}
+    metadata = {
+        "command": "train",
+        "model": model,
+        "data": args.data,
+        "image_size": data.image_shape[-1],
+        "class_names": list(data.class_names),
+    }
     infer.save(out / "model.pt", pair, metadata=metadata)
     metrics = {
-        "model": model, "data": data.name, "arch": args.arch, "latent_dim": args.latent_dim,
-        "likelihood": args.likelihood, "elbo": args.elbo, "epochs": args.epochs, "seed": args.seed,
-        "num_train": int(data.train_x.shape[0]), "num_test": int(data.test_x.shape[0]),
+        "model": model,
+        "data": data.name,
+        "arch": args.arch,
+        "latent_dim": args.latent_dim,
+        "likelihood": args.likelihood,
+        "elbo": args.elbo,
+        "epochs": args.epochs,
+        "seed": args.seed,
+        "num_train": int(data.train_x.shape[0]),
+        "num_test": int(data.test_x.shape[0]),
         "num_parameters": sum(p.numel() for p in pair.parameters()),
-        "train_loss": result.train_loss, "test_loss": result.val_loss,
-        "epoch_seconds": result.epoch_seconds, "train_seconds": train_seconds,
+        "train_loss": result.train_loss,
+        "test_loss": result.val_loss,
+        "epoch_seconds": result.epoch_seconds,
+        "train_seconds": train_seconds,
         "samples_per_second": result.samples_per_second,
         "test_elbo": float(test_elbo.mean()),
         "test_log_likelihood": float(test_ll.mean()),
@@ -159,8 +214,10 @@ def run_train(model, args) -> Path:
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     _figures(pair, model, data, result, out, device, args.seed)
-    print(f"test ELBO {metrics['test_elbo']:.2f}, test log-likelihood (K={args.eval_samples}) "
-          f"{metrics['test_log_likelihood']:.2f} nats per sample")
+    print(
+        f"test ELBO {metrics['test_elbo']:.2f}, test log-likelihood (K={args.eval_samples}) "
+        f"{metrics['test_log_likelihood']:.2f} nats per sample"
+    )
     print(f"wrote metrics.json, model.pt and figures to {out.resolve()}")
     return out
 
@@ -176,21 +233,33 @@ def _figures(pair, model, data, result, out, device, seed):
     x = data.test_x[:n].to(device)
     y = data.test_y[:n].to(device)
     recon = pair.reconstruct(x, y) if model == "cvae" else pair.reconstruct(x)
-    plots.save(plots.image_grid(torch.cat([x, recon]).cpu(), nrow=2, title="test images (top), reconstructions"),
-               out / "reconstructions.png")
+    plots.save(
+        plots.image_grid(torch.cat([x, recon]).cpu(), nrow=2, title="test images (top), reconstructions"),
+        out / "reconstructions.png",
+    )
     if model == "cvae":
         per = 10
         labels = torch.arange(data.num_classes).repeat_interleave(per)
         samples = pair.generate(labels.to(device), seed=seed).cpu()
-        plots.save(plots.class_rows(samples.reshape(data.num_classes, per, *samples.shape[1:]), data.class_names,
-                                    title="samples per class"), out / "class_samples.png")
+        plots.save(
+            plots.class_rows(
+                samples.reshape(data.num_classes, per, *samples.shape[1:]), data.class_names, title="samples per class"
+            ),
+            out / "class_samples.png",
+        )
         plots.save(plots.image_grid(samples, nrow=data.num_classes, title="samples"), out / "samples.png")
     else:
         plots.save(plots.image_grid(pair.generate(64, seed=seed).cpu(), nrow=8, title="samples"), out / "samples.png")
     if pair.latent_dim == 2:
-        loc = torch.cat([pair.encode(data.test_x[i:i + 256].to(device),
-                                     data.test_y[i:i + 256].to(device) if model == "cvae" else None)[0]
-                         for i in range(0, len(data.test_x), 256)])
+        loc = torch.cat(
+            [
+                pair.encode(
+                    data.test_x[i : i + 256].to(device),
+                    data.test_y[i : i + 256].to(device) if model == "cvae" else None,
+                )[0]
+                for i in range(0, len(data.test_x), 256)
+            ]
+        )
         plots.save(plots.latent_scatter(loc.cpu(), data.test_y), out / "latent_scatter.png")
         if model == "vae":
             plots.save(plots.latent_walk(pair.decode, device=device), out / "latent_walk.png")
@@ -204,8 +273,10 @@ def run_sample(args) -> Path:
     run_dir = Path(args.run_dir)
     path = run_dir / "model.pt"
     if not path.is_file():
-        raise SystemExit(f"ppmodels sample: no checkpoint at {path}; RUN_DIR must be a folder written by "
-                         "'ppmodels train' or 'ppmodels demo'")
+        raise SystemExit(
+            f"ppmodels sample: no checkpoint at {path}; RUN_DIR must be a folder written by "
+            "'ppmodels train' or 'ppmodels demo'"
+        )
     pair = infer.load(path)
     meta = infer.checkpoint.metadata(path)
     out = Path(args.out or run_dir / f"samples-{args.seed}.png")
@@ -217,8 +288,12 @@ def run_sample(args) -> Path:
         y = torch.tensor(labels).repeat_interleave(args.num)
         images = pair.generate(y, seed=args.seed)
         names = meta.get("class_names")
-        plots.save(plots.class_rows(images.reshape(len(labels), args.num, *images.shape[1:]),
-                                    [names[v] for v in labels] if names else None), out)
+        plots.save(
+            plots.class_rows(
+                images.reshape(len(labels), args.num, *images.shape[1:]), [names[v] for v in labels] if names else None
+            ),
+            out,
+        )
     else:
         if args.labels is not None:
             raise SystemExit("ppmodels sample: --labels applies to a CVAE run only")
@@ -232,9 +307,24 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "demo":
         demo = argparse.Namespace(
-            data="digits", download=False, image_size=28, arch="mlp", hidden=(400,), latent_dim=2,
-            likelihood="bernoulli", elbo="trace", num_particles=None, epochs=args.epochs, batch_size=128,
-            lr=1e-3, seed=args.seed, eval_samples=500, device=None, out=args.out, progress=args.progress)
+            data="digits",
+            download=False,
+            image_size=28,
+            arch="mlp",
+            hidden=(400,),
+            latent_dim=2,
+            likelihood="bernoulli",
+            elbo="trace",
+            num_particles=None,
+            epochs=args.epochs,
+            batch_size=128,
+            lr=1e-3,
+            seed=args.seed,
+            eval_samples=500,
+            device=None,
+            out=args.out,
+            progress=args.progress,
+        )
         run_train("vae", demo)
     elif args.command == "train":
         try:

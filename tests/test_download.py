@@ -6,12 +6,16 @@ import http.server
 import threading
 
 import pytest
-
-from ppmodels import data
 from test_data import make_idx_folder
 
-FILES = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-         "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+from ppmodels import data
+
+FILES = [
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+]
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

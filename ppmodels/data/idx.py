@@ -49,8 +49,16 @@ MNIST_MIRRORS = (
 )
 FASHION_MNIST_MIRRORS = ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",)
 FASHION_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 )
 
 
@@ -83,7 +91,7 @@ def read_idx(path) -> np.ndarray:
         raise ValueError(f"{path}: only unsigned-byte IDX files (type 0x08) are read, got type {data[2]:#04x}")
     ndim = data[3]
     header = 4 + 4 * ndim
-    dims = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     expected = int(np.prod(dims)) if dims else 0
     if len(data) - header != expected:
         raise ValueError(
@@ -188,8 +196,14 @@ def _load(name, folder, download, cache_dir, base_url, checksums, mirrors, class
     return load_idx_folder(folder, name, class_names)
 
 
-def mnist(root=None, download: bool = False, cache_dir=None, base_url: str | None = None,
-          checksums: dict | None = None, timeout: float = 60.0) -> ImageData:
+def mnist(
+    root=None,
+    download: bool = False,
+    cache_dir=None,
+    base_url: str | None = None,
+    checksums: dict | None = None,
+    timeout: float = 60.0,
+) -> ImageData:
     """MNIST (60,000 train / 10,000 test, 28x28) from IDX files.
 
     :param root: folder holding the IDX files; ``None`` means the cache folder
@@ -198,12 +212,36 @@ def mnist(root=None, download: bool = False, cache_dir=None, base_url: str | Non
     :param str base_url: fetch from this URL prefix instead of the public mirrors.
     :param dict checksums: ``{filename.gz: sha256}`` to use instead of the published ones.
     """
-    return _load("mnist", root, download, cache_dir, base_url, checksums or MNIST_SHA256,
-                 MNIST_MIRRORS, [str(i) for i in range(10)], timeout)
+    return _load(
+        "mnist",
+        root,
+        download,
+        cache_dir,
+        base_url,
+        checksums or MNIST_SHA256,
+        MNIST_MIRRORS,
+        [str(i) for i in range(10)],
+        timeout,
+    )
 
 
-def fashion_mnist(root=None, download: bool = False, cache_dir=None, base_url: str | None = None,
-                  checksums: dict | None = None, timeout: float = 60.0) -> ImageData:
+def fashion_mnist(
+    root=None,
+    download: bool = False,
+    cache_dir=None,
+    base_url: str | None = None,
+    checksums: dict | None = None,
+    timeout: float = 60.0,
+) -> ImageData:
     """Fashion-MNIST (60,000 train / 10,000 test, 28x28) from IDX files; see :func:`mnist`."""
-    return _load("fashion-mnist", root, download, cache_dir, base_url, checksums or FASHION_MNIST_SHA256,
-                 FASHION_MNIST_MIRRORS, FASHION_CLASSES, timeout)
+    return _load(
+        "fashion-mnist",
+        root,
+        download,
+        cache_dir,
+        base_url,
+        checksums or FASHION_MNIST_SHA256,
+        FASHION_MNIST_MIRRORS,
+        FASHION_CLASSES,
+        timeout,
+    )

@@ -120,8 +120,12 @@ def load(spec: str, image_size: int | None = None, download: bool = False, cache
     data = loader(folder or None, download=download, cache_dir=cache_dir)
     if image_size is not None and image_size != data.image_shape[-1]:
         data = ImageData(
-            resize_images(data.train_x, image_size), data.train_y,
-            resize_images(data.test_x, image_size), data.test_y,
-            data.name, data.num_classes, data.class_names,
+            resize_images(data.train_x, image_size),
+            data.train_y,
+            resize_images(data.test_x, image_size),
+            data.test_y,
+            data.name,
+            data.num_classes,
+            data.class_names,
         )
     return data

@@ -63,7 +63,9 @@ def load_state(path, map_location="cpu") -> dict:
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"{path} is not a ppmodels checkpoint")
     if state.get("version", 0) > VERSION:
-        raise ValueError(f"{path} was written by a newer ppmodels (checkpoint version {state['version']}); upgrade ppmodels")
+        raise ValueError(
+            f"{path} was written by a newer ppmodels (checkpoint version {state['version']}); upgrade ppmodels"
+        )
     return state
 
 

@@ -58,31 +58,37 @@ def _tensor_dataset(tensors, name):
         raise TypeError(f"`{name}` as a tuple must hold tensors, but got {[type(t).__name__ for t in tensors]}")
     sizes = {int(t.shape[0]) if t.dim() else -1 for t in tensors}
     if len(sizes) != 1 or -1 in sizes:
-        raise ValueError(f"`{name}`: the tensors must share their first dimension, but got shapes "
-                         f"{[tuple(t.shape) for t in tensors]}")
+        raise ValueError(
+            f"`{name}`: the tensors must share their first dimension, but got shapes "
+            f"{[tuple(t.shape) for t in tensors]}"
+        )
     return TensorDataset(*tensors)
 
 
 def make_batches(data, batch_size=None, shuffle=True, generator=None, name="data", check=True) -> Batches:
     """Wrap ``data`` as :class:`Batches`.
 
-    ``data`` may be a tensor, a tuple of tensors (split along the first dimension), a
-    ``Dataset``, a ``DataLoader``, or any re-iterable of batches (a list of tuples, say).
+    ``data`` may be a tensor, a tuple of tensors (one data set, split along the first
+    dimension), a ``Dataset``, a ``DataLoader``, or any re-iterable of batches (a *list*
+    of tensors, tuples or dicts).
     NaN or infinite values in tensors are rejected here, naming the first bad sample.
     """
     if isinstance(data, torch.Tensor):
         data = TensorDataset(data)
-    elif isinstance(data, (tuple, list)) and data and all(isinstance(t, torch.Tensor) for t in data) \
-            and len({int(t.shape[0]) for t in data if t.dim()}) == 1 and not _looks_like_batch_list(data):
-        data = _tensor_dataset(tuple(data), name)
+    elif isinstance(data, tuple):  # a tuple of tensors is one data set split along dim 0
+        data = _tensor_dataset(data, name)
     if isinstance(data, DataLoader):
         if batch_size is not None:
-            raise ValueError(f"`batch_size` applies to tensors and datasets; the DataLoader passed as `{name}` "
-                             f"already has batch_size={data.batch_size}")
+            raise ValueError(
+                f"`batch_size` applies to tensors and datasets; the DataLoader passed as `{name}` "
+                f"already has batch_size={data.batch_size}"
+            )
         dataset = data.dataset
         loader = data
     elif isinstance(data, Dataset) and not isinstance(data, IterableDataset):
         bs = DEFAULT_BATCH_SIZE if batch_size is None else check_positive_int(batch_size, "batch_size")
+        if len(data) == 0:
+            raise ValueError(f"`{name}` is empty: it holds no samples")
         dataset = data
         loader = DataLoader(data, batch_size=bs, shuffle=shuffle, generator=generator)
     elif isinstance(data, Iterable) and not isinstance(data, (Iterator, str, Mapping)):
@@ -91,7 +97,11 @@ def make_batches(data, batch_size=None, shuffle=True, generator=None, name="data
         raise TypeError(
             f"`{name}` must be a tensor, a tuple of tensors, a torch Dataset, a DataLoader or a re-iterable "
             f"of batches, but got {type(data).__name__}"
-            + (" (an iterator can be read only once; pass a list or a DataLoader)" if isinstance(data, Iterator) else "")
+            + (
+                " (an iterator can be read only once; pass a list or a DataLoader)"
+                if isinstance(data, Iterator)
+                else ""
+            )
         )
     tensors = dataset.tensors if isinstance(dataset, TensorDataset) else None
     if dataset is not None and not isinstance(dataset, IterableDataset):
@@ -106,16 +116,12 @@ def make_batches(data, batch_size=None, shuffle=True, generator=None, name="data
     return Batches(loader, num_data, tensors)
 
 
-def _looks_like_batch_list(data) -> bool:
-    # A list of equal-length tensors could be a list of batches; treat a list as batches only
-    # when it is a list (tuples are always split along dim 0).
-    return isinstance(data, list)
-
-
 def check_batch_finite(batch, name, offset):
     values = batch.values() if isinstance(batch, dict) else batch
     for t in values:
         if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
             bad = (~torch.isfinite(t.reshape(t.shape[0], -1))).any(dim=1).nonzero()
-            raise ValueError(f"`{name}` holds NaN or infinite values: the first bad sample is index "
-                             f"{offset + int(bad[0, 0])} (in reading order)")
+            raise ValueError(
+                f"`{name}` holds NaN or infinite values: the first bad sample is index "
+                f"{offset + int(bad[0, 0])} (in reading order)"
+            )

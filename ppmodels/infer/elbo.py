@@ -19,8 +19,13 @@ ELBO_NAMES = tuple(sorted(ESTIMATORS))
 _DEFAULT_PARTICLES = {"iwae": 5, "renyi": 5}
 
 
-def get_elbo(elbo="trace", num_particles: int | None = None, vectorize_particles: bool = False,
-             alpha: float | None = None, max_plate_nesting: int | None = None) -> pyro.infer.ELBO:
+def get_elbo(
+    elbo="trace",
+    num_particles: int | None = None,
+    vectorize_particles: bool = False,
+    alpha: float | None = None,
+    max_plate_nesting: int | None = None,
+) -> pyro.infer.ELBO:
     """A Pyro ELBO from a name, or ``elbo`` itself if it is already a ``pyro.infer.ELBO``.
 
     :param elbo: one of :data:`ELBO_NAMES` or a ``pyro.infer.ELBO`` instance.
@@ -33,20 +38,26 @@ def get_elbo(elbo="trace", num_particles: int | None = None, vectorize_particles
     """
     if isinstance(elbo, pyro.infer.ELBO):
         if num_particles is not None or alpha is not None or vectorize_particles:
-            raise ValueError("num_particles, vectorize_particles and alpha configure an ELBO chosen by name; "
-                             f"the ELBO instance {type(elbo).__name__} already has its own")
+            raise ValueError(
+                "num_particles, vectorize_particles and alpha configure an ELBO chosen by name; "
+                f"the ELBO instance {type(elbo).__name__} already has its own"
+            )
         return elbo
     if not isinstance(elbo, str):
-        raise TypeError(f"`elbo` must be a name in {list(ELBO_NAMES)} or a pyro.infer.ELBO instance, "
-                        f"but got {type(elbo).__name__}")
+        raise TypeError(
+            f"`elbo` must be a name in {list(ELBO_NAMES)} or a pyro.infer.ELBO instance, but got {type(elbo).__name__}"
+        )
     if elbo not in ESTIMATORS:
-        raise ValueError(f"unknown ELBO estimator {elbo!r}; valid names are {list(ELBO_NAMES)} "
-                         "(or pass a pyro.infer.ELBO instance)")
+        raise ValueError(
+            f"unknown ELBO estimator {elbo!r}; valid names are {list(ELBO_NAMES)} (or pass a pyro.infer.ELBO instance)"
+        )
     cls = ESTIMATORS[elbo][0]
     if num_particles is None:
         num_particles = _DEFAULT_PARTICLES.get(elbo, 1)
-    kwargs = {"num_particles": check_positive_int(num_particles, "num_particles"),
-              "vectorize_particles": bool(vectorize_particles)}
+    kwargs = {
+        "num_particles": check_positive_int(num_particles, "num_particles"),
+        "vectorize_particles": bool(vectorize_particles),
+    }
     if max_plate_nesting is not None:
         kwargs["max_plate_nesting"] = max_plate_nesting
     if elbo == "iwae":
@@ -111,5 +122,3 @@ class Objective:
 
     def loss(self, args, kwargs) -> float:
         return float(self.elbo.loss(self.model, self.guide, *args, **kwargs))
-
-

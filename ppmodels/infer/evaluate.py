@@ -20,6 +20,7 @@ MAX_ROWS = 8192
 def _repeat(batch, k):
     def rep(t):
         return t.repeat(k, *([1] * (t.dim() - 1))) if isinstance(t, torch.Tensor) and t.dim() else t
+
     if isinstance(batch, dict):
         return {key: rep(v) for key, v in batch.items()}
     return tuple(rep(t) for t in batch)
@@ -40,8 +41,10 @@ def _per_datum(trace, plate, rows):
         lp = site["unscaled_log_prob"]
         dim = frames[0].dim
         if lp.dim() < -dim or lp.shape[dim] != rows:
-            raise ValueError(f"site {name!r}: its log-density of shape {tuple(lp.shape)} does not span the "
-                             f"{rows} rows of the {plate!r} plate")
+            raise ValueError(
+                f"site {name!r}: its log-density of shape {tuple(lp.shape)} does not span the "
+                f"{rows} rows of the {plate!r} plate"
+            )
         lp = lp.movedim(dim, 0).reshape(rows, -1).sum(-1)
         total = lp if total is None else total + lp
     return total
@@ -105,19 +108,32 @@ def _per_sample(pair, data, num_samples, batch_size, seed, device, plate, reduce
     return torch.cat(out)
 
 
-def elbo(pair, data, num_samples: int = 1, batch_size: int | None = 256, seed: int | None = None,
-         device=None, plate: str = "data") -> torch.Tensor:
+def elbo(
+    pair,
+    data,
+    num_samples: int = 1,
+    batch_size: int | None = 256,
+    seed: int | None = None,
+    device=None,
+    plate: str = "data",
+) -> torch.Tensor:
     """The ELBO of each sample, in nats, averaged over ``num_samples`` guide draws.
 
     :param data: as for :func:`fit` (tensors, a dataset, a loader, or batches).
     :returns: a tensor of shape ``(N,)``; ``.mean()`` is the usual per-sample ELBO.
     """
-    return _per_sample(pair, data, num_samples, batch_size, seed, device, plate,
-                       lambda lw, k: lw.mean(dim=0))
+    return _per_sample(pair, data, num_samples, batch_size, seed, device, plate, lambda lw, k: lw.mean(dim=0))
 
 
-def log_likelihood(pair, data, num_samples: int = 100, batch_size: int | None = 256, seed: int | None = None,
-                   device=None, plate: str = "data") -> torch.Tensor:
+def log_likelihood(
+    pair,
+    data,
+    num_samples: int = 100,
+    batch_size: int | None = 256,
+    seed: int | None = None,
+    device=None,
+    plate: str = "data",
+) -> torch.Tensor:
     r"""The importance-weighted estimate of :math:`\log p(x_i)` for each sample, in nats [1]:
 
     .. math:: \log \frac{1}{K} \sum_{k=1}^K \frac{p(x_i, z_k)}{q(z_k | x_i)}, \quad z_k \sim q(z | x_i)
@@ -131,5 +147,6 @@ def log_likelihood(pair, data, num_samples: int = 100, batch_size: int | None = 
 
     [1] Burda, Grosse & Salakhutdinov, Importance Weighted Autoencoders, 2016.
     """
-    return _per_sample(pair, data, num_samples, batch_size, seed, device, plate,
-                       lambda lw, k: torch.logsumexp(lw, dim=0) - math.log(k))
+    return _per_sample(
+        pair, data, num_samples, batch_size, seed, device, plate, lambda lw, k: torch.logsumexp(lw, dim=0) - math.log(k)
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 
 import pyro
@@ -60,8 +61,10 @@ class FitResult:
 def _check_pair(pair):
     for role in ("model", "guide"):
         if not callable(getattr(pair, role, None)):
-            raise TypeError(f"`pair` must have callable .model and .guide methods (a model/guide pair), "
-                            f"but {type(pair).__name__} has no callable .{role}")
+            raise TypeError(
+                f"`pair` must have callable .model and .guide methods (a model/guide pair), "
+                f"but {type(pair).__name__} has no callable .{role}"
+            )
 
 
 def _parameters(pair):
@@ -78,41 +81,67 @@ def make_optimizer(optimizer, params, lr):
     if isinstance(optimizer, pyro.optim.PyroOptim):
         args = optimizer.pt_optim_args
         if callable(args):
-            raise TypeError("a pyro.optim optimizer with per-parameter (callable) arguments is not supported by fit; "
-                            "pass a dict of arguments or a torch optimizer")
+            raise TypeError(
+                "a pyro.optim optimizer with per-parameter (callable) arguments is not supported by fit; "
+                "pass a dict of arguments or a torch optimizer"
+            )
         return optimizer.pt_optim_constructor(params, **dict(args))
     if callable(optimizer):
         built = optimizer(params)
         if not isinstance(built, torch.optim.Optimizer):
-            raise TypeError(f"`optimizer` called on the parameters must return a torch.optim.Optimizer, "
-                            f"but returned {type(built).__name__}")
+            raise TypeError(
+                f"`optimizer` called on the parameters must return a torch.optim.Optimizer, "
+                f"but returned {type(built).__name__}"
+            )
         return built
-    raise TypeError("`optimizer` must be None (Adam), a torch.optim.Optimizer, an optimizer class or factory "
-                    f"taking the parameters, or a pyro.optim optimizer, but got {type(optimizer).__name__}")
+    raise TypeError(
+        "`optimizer` must be None (Adam), a torch.optim.Optimizer, an optimizer class or factory "
+        f"taking the parameters, or a pyro.optim optimizer, but got {type(optimizer).__name__}"
+    )
 
 
-def _adopt_pyro_params(optimizer, trace_params):
-    """Add parameters met as ``pyro.param`` sites (a user's classic Pyro guide) to the optimizer."""
-    known = {id(p) for group in optimizer.param_groups for p in group["params"]}
-    new = []
-    for site in trace_params:
+def _pyro_param_leaves(objective, batch, known):
+    """Parameters a pair declares with ``pyro.param`` (a classic Pyro guide), found by running
+    the loss once on ``batch`` without gradients; module parameters (``known``) are skipped."""
+    args, kwargs = (batch, {}) if isinstance(batch, tuple) else ((), batch)
+    with torch.no_grad(), poutine.trace(param_only=True) as capture:
+        objective.loss(args, kwargs)
+    seen, leaves = set(known), []
+    for site in capture.trace.nodes.values():
+        if site["type"] != "param" or site["name"] == "_ppmodels_trainable":
+            continue
         value = site["value"]
         leaf = value.unconstrained() if hasattr(value, "unconstrained") else value
-        if isinstance(leaf, torch.Tensor) and leaf.requires_grad and leaf.is_leaf and id(leaf) not in known:
-            known.add(id(leaf))
-            new.append(leaf)
-    if new:
-        optimizer.add_param_group({"params": new})
+        if isinstance(leaf, torch.Tensor) and leaf.requires_grad and leaf.is_leaf and id(leaf) not in seen:
+            seen.add(id(leaf))
+            leaves.append(leaf)
+    return leaves
 
 
 def _rng_state(generator):
     return {"pyro": pyro.util.get_rng_state()["torch"], "generator": generator.get_state() if generator else None}
 
 
-def fit(pair, data, *, epochs: int = 10, batch_size: int | None = None, elbo="trace",
-        num_particles: int | None = None, vectorize_particles: bool = False, optimizer=None,
-        lr: float = 1e-3, val_data=None, seed: int | None = None, device=None, progress=None,
-        checkpoint=None, resume=None, shuffle: bool = True, validate: str = "first") -> FitResult:
+def fit(
+    pair,
+    data,
+    *,
+    epochs: int = 10,
+    batch_size: int | None = None,
+    elbo="trace",
+    num_particles: int | None = None,
+    vectorize_particles: bool = False,
+    optimizer=None,
+    lr: float = 1e-3,
+    val_data=None,
+    seed: int | None = None,
+    device=None,
+    progress=None,
+    checkpoint=None,
+    resume=None,
+    shuffle: bool = True,
+    validate: str = "first",
+) -> FitResult:
     """Train a model/guide pair with one of Pyro's ELBOs and a torch optimizer.
 
     :param pair: anything with ``.model(*batch)`` and ``.guide(*batch)``; a
@@ -171,7 +200,16 @@ def fit(pair, data, *, epochs: int = 10, batch_size: int | None = None, elbo="tr
 
     loss = get_elbo(elbo, num_particles, vectorize_particles)
     objective = Objective(loss, pair.model, pair.guide)
-    opt = make_optimizer(optimizer, _parameters(pair), lr)
+    module_params = _parameters(pair)
+    first = to_device(next(iter(train)), device)
+    with pyro.validation_enabled(validate != "never"):
+        extra = _pyro_param_leaves(objective, first, {id(p) for p in module_params})
+    if isinstance(optimizer, torch.optim.Optimizer):
+        opt = optimizer
+        if extra:
+            opt.add_param_group({"params": extra})
+    else:
+        opt = make_optimizer(optimizer, module_params + extra, lr)
     result = FitResult(num_data=train.num_data, estimator=estimator_name(loss))
     start_epoch = 0
     if resume is not None:
@@ -194,8 +232,12 @@ def fit(pair, data, *, epochs: int = 10, batch_size: int | None = None, elbo="tr
         return value / (per_sample_denominator or batch_size_of(batch))
 
     steps_per_epoch = _len_or_none(train.source)
-    bar = tqdm(total=(epochs - start_epoch) * steps_per_epoch if steps_per_epoch else None,
-               disable=(not progress) if progress is not None else None, unit="step", leave=False)
+    bar = tqdm(
+        total=(epochs - start_epoch) * steps_per_epoch if steps_per_epoch else None,
+        disable=(not progress) if progress is not None else None,
+        unit="step",
+        leave=False,
+    )
     first_step = True
     checked_stream = train.tensors is not None
     try:
@@ -216,18 +258,17 @@ def fit(pair, data, *, epochs: int = 10, batch_size: int | None = None, elbo="tr
                         raise NonFiniteLossError(
                             f"the loss became {value} at epoch {epoch + 1}, step {step + 1}; training stopped and "
                             "the pair keeps the parameters of the last good step. Lower the learning rate, check "
-                            "the data, or bound the decoder's output.", epoch + 1, step + 1)
+                            "the data, or bound the decoder's output.",
+                            epoch + 1,
+                            step + 1,
+                        )
 
                 opt.zero_grad(set_to_none=True)
                 use_validation = validate == "always" or (validate == "first" and first_step)
-                with pyro.validation_enabled(use_validation):
-                    if first_step:
-                        with poutine.trace(param_only=True) as param_capture:
-                            value = objective.loss_and_grads(args, kwargs, check)
-                        _adopt_pyro_params(opt, [s for s in param_capture.trace.nodes.values() if s["type"] == "param"
-                                                 and s["name"] != "_ppmodels_trainable"])
-                    else:
-                        value = objective.loss_and_grads(args, kwargs, check)
+                with pyro.validation_enabled(use_validation), warnings.catch_warnings():
+                    # Pyro warns on a NaN loss; fit raises NonFiniteLossError with more to act on.
+                    warnings.filterwarnings("ignore", message="Encountered (NaN|[+-]?inf)", category=UserWarning)
+                    value = objective.loss_and_grads(args, kwargs, check)
                 opt.step()
                 first_step = False
                 total += per_sample(value, batch) * b
@@ -238,12 +279,14 @@ def fit(pair, data, *, epochs: int = 10, batch_size: int | None = None, elbo="tr
             checked_stream = True
             result.train_loss.append(total / max(seen, 1))
             result.epoch_seconds.append(elapsed)
-            result.val_loss.append(_evaluate_loss(pair, objective, val, device, per_sample_denominator)
-                                   if val is not None else None)
+            result.val_loss.append(
+                _evaluate_loss(pair, objective, val, device, per_sample_denominator) if val is not None else None
+            )
             bar.set_postfix(epoch=epoch + 1, loss=f"{result.train_loss[-1]:.4g}")
             if checkpoint is not None:
-                ckpt.save(checkpoint, pair, optimizer=opt,
-                          fit_state={"result": asdict(result), "rng": _rng_state(generator)})
+                ckpt.save(
+                    checkpoint, pair, optimizer=opt, fit_state={"result": asdict(result), "rng": _rng_state(generator)}
+                )
     finally:
         bar.close()
     if isinstance(pair, torch.nn.Module):

@@ -58,8 +58,15 @@ class VAE(DataSizeMixin, nn.Module):
     [2] Loaiza-Ganem & Cunningham, The continuous Bernoulli, 2019.
     """
 
-    def __init__(self, encoder: nn.Module, decoder: nn.Module, latent_dim: int,
-                 likelihood: str = "bernoulli", scale=1.0, decoder_output: str | None = None):
+    def __init__(
+        self,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        latent_dim: int,
+        likelihood: str = "bernoulli",
+        scale=1.0,
+        decoder_output: str | None = None,
+    ):
         super().__init__()
         self.encoder = check_module(encoder, "encoder")
         self.decoder = check_module(decoder, "decoder")
@@ -78,8 +85,9 @@ class VAE(DataSizeMixin, nn.Module):
             else:
                 self._fixed_scale = check_positive_float(scale, "scale")
         elif scale != 1.0:
-            raise ValueError(f"`scale` applies to likelihood='normal' only, but got scale={scale!r} "
-                             f"with likelihood={likelihood!r}")
+            raise ValueError(
+                f"`scale` applies to likelihood='normal' only, but got scale={scale!r} with likelihood={likelihood!r}"
+            )
 
     # -- pieces shared with CVAE -------------------------------------------------------
     def _condition(self, x, y):
@@ -173,6 +181,7 @@ class VAE(DataSizeMixin, nn.Module):
         c = self._condition(z, y)
         return self.likelihood_dist(self._call(self.decoder, z, c=c)).mean
 
+    @torch.no_grad()
     def reconstruct(self, x, y=None, sample: bool = False, seed: int | None = None):
         """Decode the encoding of ``x``: at the posterior mean (default) or a posterior sample."""
         loc, scale = self.encode(x, y)
@@ -227,11 +236,20 @@ class CVAE(VAE):
     Generative Models, 2015.
     """
 
-    def __init__(self, encoder: nn.Module, decoder: nn.Module, latent_dim: int, num_classes: int,
-                 prior: str = "learned", likelihood: str = "bernoulli", scale=1.0,
-                 decoder_output: str | None = None):
-        super().__init__(encoder, decoder, latent_dim, likelihood=likelihood, scale=scale,
-                         decoder_output=decoder_output)
+    def __init__(
+        self,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        latent_dim: int,
+        num_classes: int,
+        prior: str = "learned",
+        likelihood: str = "bernoulli",
+        scale=1.0,
+        decoder_output: str | None = None,
+    ):
+        super().__init__(
+            encoder, decoder, latent_dim, likelihood=likelihood, scale=scale, decoder_output=decoder_output
+        )
         self.num_classes = check_positive_int(num_classes, "num_classes")
         self.prior = check_choice(prior, "prior", ["learned", "standard"])
         self.prior_net = nn.Linear(self.num_classes, 2 * self.latent_dim) if prior == "learned" else None
@@ -239,12 +257,13 @@ class CVAE(VAE):
             nn.init.zeros_(self.prior_net.weight)
             nn.init.constant_(self.prior_net.bias, 0.0)
             with torch.no_grad():  # start at N(0, I): softplus(0.5413) = 1
-                self.prior_net.bias[self.latent_dim:] = math.log(math.e - 1)
+                self.prior_net.bias[self.latent_dim :] = math.log(math.e - 1)
 
     def _condition(self, x, y):
         if y is None:
-            raise ValueError("CVAE needs labels: call with (x, y), y of shape (B,) with ints in "
-                             f"[0, {self.num_classes})")
+            raise ValueError(
+                f"CVAE needs labels: call with (x, y), y of shape (B,) with ints in [0, {self.num_classes})"
+            )
         if not isinstance(y, torch.Tensor):
             raise TypeError(f"`y` must be a torch.Tensor of int labels, but got {type(y).__name__}")
         if y.dtype.is_floating_point or y.dtype == torch.bool or y.is_complex():
@@ -255,7 +274,9 @@ class CVAE(VAE):
             lo, hi = int(y.min()), int(y.max())
             if lo < 0 or hi >= self.num_classes:
                 bad = lo if lo < 0 else hi
-                raise ValueError(f"`y` holds label {bad}, outside [0, {self.num_classes}) (num_classes={self.num_classes})")
+                raise ValueError(
+                    f"`y` holds label {bad}, outside [0, {self.num_classes}) (num_classes={self.num_classes})"
+                )
         return F.one_hot(y.long(), self.num_classes).to(x.dtype if x.is_floating_point() else torch.float32)
 
     def _prior(self, x, c):

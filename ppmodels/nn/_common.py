@@ -8,8 +8,14 @@ from torch.nn import functional as F
 
 from .._validate import check_choice, check_nonnegative_int, check_positive_int
 
-ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "softplus": nn.Softplus,
-               "leaky_relu": nn.LeakyReLU, "gelu": nn.GELU}
+ACTIVATIONS = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "elu": nn.ELU,
+    "softplus": nn.Softplus,
+    "leaky_relu": nn.LeakyReLU,
+    "gelu": nn.GELU,
+}
 SCALE_PARAMETERIZATIONS = ("softplus", "log_var")
 
 
@@ -56,7 +62,9 @@ class GaussianHead(nn.Module):
     def __init__(self, in_features: int, latent_dim: int, parameterization: str = "softplus"):
         super().__init__()
         self.parameterization = check_choice(parameterization, "parameterization", SCALE_PARAMETERIZATIONS)
-        self.loc = nn.Linear(check_positive_int(in_features, "in_features"), check_positive_int(latent_dim, "latent_dim"))
+        self.loc = nn.Linear(
+            check_positive_int(in_features, "in_features"), check_positive_int(latent_dim, "latent_dim")
+        )
         self.raw_scale = nn.Linear(in_features, latent_dim)
 
     def forward(self, h: torch.Tensor):

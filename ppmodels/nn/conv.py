@@ -31,8 +31,16 @@ class ConvEncoder(nn.Module):
     ``forward(x, c=None)``: ``x`` is ``(B, C, H, W)``; returns ``(loc, scale)``, ``(B, latent_dim)``.
     """
 
-    def __init__(self, input_shape, latent_dim: int, channels=(32, 64), hidden_dim: int = 128,
-                 cond_dim: int = 0, activation: str = "relu", parameterization: str = "softplus"):
+    def __init__(
+        self,
+        input_shape,
+        latent_dim: int,
+        channels=(32, 64),
+        hidden_dim: int = 128,
+        cond_dim: int = 0,
+        activation: str = "relu",
+        parameterization: str = "softplus",
+    ):
         super().__init__()
         self.input_shape = _check_image_shape(input_shape, "input_shape")
         if not isinstance(channels, (tuple, list)) or len(channels) != 2:
@@ -41,17 +49,24 @@ class ConvEncoder(nn.Module):
         self.cond_dim = check_nonnegative_int(cond_dim, "cond_dim")
         act = activation
         self.features = nn.Sequential(
-            nn.Conv2d(self.input_shape[0], c1, 3, stride=2, padding=1), _act(act),
-            nn.Conv2d(c1, c2, 3, stride=2, padding=1), _act(act), nn.Flatten(),
+            nn.Conv2d(self.input_shape[0], c1, 3, stride=2, padding=1),
+            _act(act),
+            nn.Conv2d(c1, c2, 3, stride=2, padding=1),
+            _act(act),
+            nn.Flatten(),
         )
         flat = c2 * (self.input_shape[1] // 4) * (self.input_shape[2] // 4)
-        self.dense = nn.Sequential(nn.Linear(flat + self.cond_dim, check_positive_int(hidden_dim, "hidden_dim")), _act(act))
+        self.dense = nn.Sequential(
+            nn.Linear(flat + self.cond_dim, check_positive_int(hidden_dim, "hidden_dim")), _act(act)
+        )
         self.head = GaussianHead(hidden_dim, check_positive_int(latent_dim, "latent_dim"), parameterization)
 
     def forward(self, x: torch.Tensor, c=None):
         if x.dim() != 4 or tuple(x.shape[1:]) != self.input_shape:
-            raise ValueError(f"ConvEncoder expects inputs of shape (B, {', '.join(map(str, self.input_shape))}), "
-                             f"got {tuple(x.shape)}")
+            raise ValueError(
+                f"ConvEncoder expects inputs of shape (B, {', '.join(map(str, self.input_shape))}), "
+                f"got {tuple(x.shape)}"
+            )
         h = append_cond(self.features(x), c, self.cond_dim, "ConvEncoder")
         return self.head(self.dense(h))
 
@@ -64,8 +79,15 @@ class ConvDecoder(nn.Module):
     output activation.
     """
 
-    def __init__(self, latent_dim: int, output_shape, channels=(64, 32), hidden_dim: int = 128,
-                 cond_dim: int = 0, activation: str = "relu"):
+    def __init__(
+        self,
+        latent_dim: int,
+        output_shape,
+        channels=(64, 32),
+        hidden_dim: int = 128,
+        cond_dim: int = 0,
+        activation: str = "relu",
+    ):
         super().__init__()
         self.output_shape = _check_image_shape(output_shape, "output_shape")
         if not isinstance(channels, (tuple, list)) or len(channels) != 2:
@@ -77,11 +99,14 @@ class ConvDecoder(nn.Module):
         self._grid = (c1, h // 4, w // 4)
         act = activation
         self.dense = nn.Sequential(
-            nn.Linear(self.latent_dim + self.cond_dim, check_positive_int(hidden_dim, "hidden_dim")), _act(act),
-            nn.Linear(hidden_dim, c1 * (h // 4) * (w // 4)), _act(act),
+            nn.Linear(self.latent_dim + self.cond_dim, check_positive_int(hidden_dim, "hidden_dim")),
+            _act(act),
+            nn.Linear(hidden_dim, c1 * (h // 4) * (w // 4)),
+            _act(act),
         )
         self.deconv = nn.Sequential(
-            nn.ConvTranspose2d(c1, c2, 4, stride=2, padding=1), _act(act),
+            nn.ConvTranspose2d(c1, c2, 4, stride=2, padding=1),
+            _act(act),
             nn.ConvTranspose2d(c2, c, 4, stride=2, padding=1),
         )
 

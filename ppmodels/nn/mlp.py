@@ -25,17 +25,26 @@ class MLPEncoder(nn.Module):
     returns ``loc`` and ``scale``, each ``(..., latent_dim)``.
     """
 
-    def __init__(self, input_shape, latent_dim: int, hidden_dims=(400,), cond_dim: int = 0,
-                 activation: str = "relu", parameterization: str = "softplus"):
+    def __init__(
+        self,
+        input_shape,
+        latent_dim: int,
+        hidden_dims=(400,),
+        cond_dim: int = 0,
+        activation: str = "relu",
+        parameterization: str = "softplus",
+    ):
         super().__init__()
         self.input_shape = check_shape(input_shape, "input_shape")
         self.latent_dim = check_positive_int(latent_dim, "latent_dim")
         self.cond_dim = check_nonnegative_int(cond_dim, "cond_dim")
-        self.body, width = mlp(numel(self.input_shape) + self.cond_dim, check_dims(hidden_dims, "hidden_dims"), activation)
+        self.body, width = mlp(
+            numel(self.input_shape) + self.cond_dim, check_dims(hidden_dims, "hidden_dims"), activation
+        )
         self.head = GaussianHead(width, self.latent_dim, parameterization)
 
     def forward(self, x: torch.Tensor, c=None):
-        if tuple(x.shape[x.dim() - len(self.input_shape):]) != self.input_shape:
+        if tuple(x.shape[x.dim() - len(self.input_shape) :]) != self.input_shape:
             raise ValueError(
                 f"MLPEncoder expects inputs of shape (..., {', '.join(map(str, self.input_shape))}), "
                 f"got {tuple(x.shape)}"
@@ -57,8 +66,7 @@ class MLPDecoder(nn.Module):
     with no output activation.
     """
 
-    def __init__(self, latent_dim: int, output_shape, hidden_dims=(400,), cond_dim: int = 0,
-                 activation: str = "relu"):
+    def __init__(self, latent_dim: int, output_shape, hidden_dims=(400,), cond_dim: int = 0, activation: str = "relu"):
         super().__init__()
         self.latent_dim = check_positive_int(latent_dim, "latent_dim")
         self.output_shape = check_shape(output_shape, "output_shape")

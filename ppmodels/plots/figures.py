@@ -50,7 +50,7 @@ def _tile(images, nrow):
     canvas = np.ones((nrow * h + (nrow - 1), ncol * w + (ncol - 1)) + images.shape[3:], dtype=float)
     for i in range(n):
         r, c = divmod(i, ncol)
-        canvas[r * (h + 1): r * (h + 1) + h, c * (w + 1): c * (w + 1) + w] = images[i]
+        canvas[r * (h + 1) : r * (h + 1) + h, c * (w + 1) : c * (w + 1) + w] = images[i]
     return canvas
 
 

@@ -53,8 +53,10 @@ class TrainOneStepCell(nn.Module):
 
             optimizer = make_optimizer(optimizer, list(network.parameters()), None)
         if not isinstance(optimizer, torch.optim.Optimizer):
-            raise TypeError(f"The optimizer must be Cell type (a torch.optim.Optimizer in ppmodels), "
-                            f"but got {type(optimizer).__name__}")
+            raise TypeError(
+                f"The optimizer must be Cell type (a torch.optim.Optimizer in ppmodels), "
+                f"but got {type(optimizer).__name__}"
+            )
         self.optimizer = optimizer
 
     def forward(self, *inputs):

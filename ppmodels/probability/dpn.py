@@ -82,8 +82,10 @@ class VAE(nn.Module):
     @staticmethod
     def _check_nets(encoder, decoder):
         if not (isinstance(encoder, nn.Module) and isinstance(decoder, nn.Module)):
-            raise TypeError("The encoder and decoder must be Cell type (torch.nn.Module in ppmodels), but got "
-                            f"encoder={type(encoder).__name__}, decoder={type(decoder).__name__}.")
+            raise TypeError(
+                "The encoder and decoder must be Cell type (torch.nn.Module in ppmodels), but got "
+                f"encoder={type(encoder).__name__}, decoder={type(decoder).__name__}."
+            )
 
     def _decoder_in(self):
         return self.latent_size
@@ -104,8 +106,14 @@ class VAE(nn.Module):
         return self._cores[output_prior]
 
     def _build_core(self, likelihood, scale, out):
-        return models.VAE(_GaussianEncoder(self), _Decoder(self), self.latent_size, likelihood=likelihood,
-                          scale=scale, decoder_output=out)
+        return models.VAE(
+            _GaussianEncoder(self),
+            _Decoder(self),
+            self.latent_size,
+            likelihood=likelihood,
+            scale=scale,
+            decoder_output=out,
+        )
 
     def _encode(self, x, y=None):
         return self.core().encoder(x) if y is None else self.core().encoder(x, self._one_hot(y))
@@ -149,8 +157,16 @@ class ConditionalVAE(VAE):
         return self.latent_size + self.num_classes
 
     def _build_core(self, likelihood, scale, out):
-        return models.CVAE(_GaussianEncoder(self), _Decoder(self), self.latent_size, self.num_classes,
-                           prior="standard", likelihood=likelihood, scale=scale, decoder_output=out)
+        return models.CVAE(
+            _GaussianEncoder(self),
+            _Decoder(self),
+            self.latent_size,
+            self.num_classes,
+            prior="standard",
+            likelihood=likelihood,
+            scale=scale,
+            decoder_output=out,
+        )
 
     def _one_hot(self, y):
         dummy = torch.empty((y.shape[0] if y.dim() else 0, 1), device=y.device)

@@ -63,8 +63,10 @@ class ELBO(nn.Module):
         if latent_prior != "Normal":
             raise ValueError(f"The values of latent_prior now only support Normal, but got {latent_prior!r}")
         if output_prior not in _OUTPUT_PRIORS:
-            raise ValueError("The values of output_dis now only support Normal (ppmodels also accepts "
-                             f"'Bernoulli'), but got {output_prior!r}")
+            raise ValueError(
+                "The values of output_dis now only support Normal (ppmodels also accepts "
+                f"'Bernoulli'), but got {output_prior!r}"
+            )
         _infer.get_elbo(estimator, num_particles)  # validate the name and options now
         self.latent_prior, self.output_prior = latent_prior, output_prior
         self.estimator, self.num_particles = estimator, num_particles
@@ -102,15 +104,19 @@ class _MindSporeBatches:
         elif hasattr(dataset, "__iter__") and iter(dataset) is not dataset:
             self._iterate = lambda: iter(dataset)
         else:
-            raise TypeError("The train_dataset must be re-iterable: a DataLoader, a list of batches, or a dataset "
-                            f"with create_dict_iterator(); got {type(dataset).__name__}")
+            raise TypeError(
+                "The train_dataset must be re-iterable: a DataLoader, a list of batches, or a dataset "
+                f"with create_dict_iterator(); got {type(dataset).__name__}"
+            )
         self.dataset = dataset
 
     def __iter__(self):
         for batch in self._iterate():
             if isinstance(batch, dict):
                 if "image" not in batch:
-                    raise ValueError(f"a dict batch needs an 'image' column (MindSpore's convention), got {list(batch)}")
+                    raise ValueError(
+                        f"a dict batch needs an 'image' column (MindSpore's convention), got {list(batch)}"
+                    )
                 x, y = batch["image"], batch.get("label")
             elif isinstance(batch, (tuple, list)):
                 x, y = batch[0], (batch[1] if len(batch) > 1 else None)
@@ -156,13 +162,17 @@ class SVI:
 
     def __init__(self, net_with_loss, optimizer):
         if not hasattr(net_with_loss, "_loss_fn"):
-            raise AttributeError(f"The net_with_loss must have a _loss_fn attribute (a WithLossCell), but "
-                                 f"{type(net_with_loss).__name__} has none")
+            raise AttributeError(
+                f"The net_with_loss must have a _loss_fn attribute (a WithLossCell), but "
+                f"{type(net_with_loss).__name__} has none"
+            )
         if not isinstance(net_with_loss._loss_fn, ELBO):
             raise TypeError("The loss function for variational inference must be ELBO.")
         if not isinstance(optimizer, (torch.optim.Optimizer, pyro.optim.PyroOptim)):
-            raise TypeError("The optimizer must be Cell type (a torch.optim.Optimizer in ppmodels), but got "
-                            f"{type(optimizer).__name__}")
+            raise TypeError(
+                "The optimizer must be Cell type (a torch.optim.Optimizer in ppmodels), but got "
+                f"{type(optimizer).__name__}"
+            )
         self.net_with_loss = net_with_loss
         self.optimizer = optimizer
         self._loss = 0.0
@@ -190,17 +200,30 @@ class SVI:
         plain = type(loss_fn).forward is ELBO.forward and type(self.net_with_loss).forward is WithLossCell.forward
         if plain and isinstance(backbone, VAE):
             pair = backbone.core(loss_fn.output_prior)
-            self.result = _infer.fit(pair, batches, epochs=epochs, elbo=loss_fn.estimator,
-                                     num_particles=loss_fn.num_particles, optimizer=self.optimizer,
-                                     seed=seed, progress=progress)
+            self.result = _infer.fit(
+                pair,
+                batches,
+                epochs=epochs,
+                elbo=loss_fn.estimator,
+                num_particles=loss_fn.num_particles,
+                optimizer=self.optimizer,
+                seed=seed,
+                progress=progress,
+            )
             offset = 0.0
             if loss_fn.output_prior == "Normal":  # -log N(x | r, 1/2) = (x - r)^2 + log(pi) / 2
                 x0 = next(iter(batches))[0]
                 offset = x0[0].numel() * 0.5 * math.log(math.pi)
             self._loss = np.float64(self.result.train_loss[-1] - offset)
         else:
-            self.result = _infer.fit(_LossPair(self.net_with_loss), batches, epochs=epochs,
-                                     optimizer=self.optimizer, seed=seed, progress=progress)
+            self.result = _infer.fit(
+                _LossPair(self.net_with_loss),
+                batches,
+                epochs=epochs,
+                optimizer=self.optimizer,
+                seed=seed,
+                progress=progress,
+            )
             self._loss = np.float64(self.result.train_loss[-1])
         if isinstance(backbone, nn.Module):
             backbone.train()

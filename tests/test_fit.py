@@ -1,0 +1,235 @@
+import math
+
+import pyro
+import pyro.distributions as dist
+import pyro.optim
+import pytest
+import torch
+from tolerances import CONJUGATE_ATOL
+from torch.utils.data import DataLoader, TensorDataset
+
+from ppmodels.data import digits
+from ppmodels.infer import ELBO_NAMES, NonFiniteLossError, fit
+from ppmodels.models import VAE
+from ppmodels.nn import MLPDecoder, MLPEncoder
+
+SHAPE = (1, 8, 8)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return digits()
+
+
+def small_vae(seed=0):
+    torch.manual_seed(seed)
+    return VAE(MLPEncoder(SHAPE, 4, (32,)), MLPDecoder(4, SHAPE, (32,)), 4)
+
+
+def params(module):
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def test_loss_falls_and_result_has_one_entry_per_epoch(data):
+    v = small_vae()
+    r = fit(v, data.train_x, epochs=4, seed=0, val_data=data.test_x)
+    assert len(r.train_loss) == len(r.val_loss) == len(r.epoch_seconds) == 4
+    assert r.train_loss[-1] < r.train_loss[0] - 5  # nats per sample on 8x8 digits: ~38 -> ~28
+    assert r.num_data == 1437 and r.num_steps == 4 * math.ceil(1437 / 128)
+    assert 20 < r.val_loss[-1] < 40 and r.samples_per_second > 0
+    assert v.num_data == 1437 and not v.training
+
+
+@pytest.mark.parametrize("elbo", ELBO_NAMES)
+def test_every_estimator_trains_the_parameters(data, elbo):
+    v = small_vae()
+    before = params(v)
+    r = fit(v, data.train_x[:256], epochs=2, batch_size=64, elbo=elbo, seed=0)
+    assert all(math.isfinite(x) for x in r.train_loss)
+    assert r.train_loss[-1] < r.train_loss[0]
+    changed = [not torch.equal(a, b) for a, b in zip(before, params(v))]
+    assert all(changed), f"{elbo}: some parameters were not updated"
+
+
+def test_unknown_estimator_lists_the_valid_names(data):
+    with pytest.raises(ValueError, match=r"unknown ELBO estimator 'elbow'; valid names are \['iwae', 'meanfield', "):
+        fit(small_vae(), data.train_x, elbo="elbow")
+
+
+def test_a_pyro_elbo_instance_is_accepted(data):
+    r = fit(small_vae(), data.train_x[:128], epochs=1, elbo=pyro.infer.TraceMeanField_ELBO(num_particles=2))
+    assert r.estimator == "meanfield"
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda m: torch.optim.SGD(m.parameters(), lr=1e-2),
+        lambda m: lambda ps: torch.optim.RMSprop(ps, lr=1e-3),
+        lambda m: torch.optim.AdamW,
+        lambda m: pyro.optim.Adam({"lr": 1e-3}),
+    ],
+    ids=["torch-instance", "factory", "class", "pyro-optim"],
+)
+def test_optimizer_forms(data, make):
+    v = small_vae()
+    before = params(v)
+    fit(v, data.train_x[:128], epochs=1, optimizer=make(v))
+    assert not torch.equal(before[0], params(v)[0])
+
+
+def test_same_seed_same_losses(data):
+    a = fit(small_vae(), data.train_x, epochs=2, seed=5).train_loss
+    b = fit(small_vae(), data.train_x, epochs=2, seed=5).train_loss
+    assert a == b
+
+
+def test_two_models_in_one_process_do_not_interfere(data):
+    alone = small_vae()
+    fit(alone, data.train_x, epochs=2, seed=1)
+    a, b = small_vae(), small_vae(seed=9)
+    fit(a, data.train_x, epochs=2, seed=1)
+    snapshot = params(a)
+    fit(b, data.train_x, epochs=2, seed=2)
+    assert all(torch.equal(x, y) for x, y in zip(snapshot, params(a)))
+    assert all(torch.equal(x, y) for x, y in zip(params(alone), params(a)))
+    assert len(pyro.get_param_store()) == 0
+
+
+class NormalNormal(torch.nn.Module):
+    """A user's own pair in classic Pyro style: pyro.param sites, no module parameters.
+    x_i ~ N(mu, 1), mu ~ N(0, 10^2); the exact posterior is Normal."""
+
+    def model(self, x):
+        mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+        with pyro.plate("data", len(x)):
+            pyro.sample("x", dist.Normal(mu, 1.0), obs=x)
+
+    def guide(self, x):
+        loc = pyro.param("loc", torch.tensor(0.0))
+        scale = pyro.param("scale", torch.tensor(1.0), constraint=dist.constraints.positive)
+        pyro.sample("mu", dist.Normal(loc, scale))
+
+
+def test_a_users_classic_pyro_pair_reaches_the_exact_posterior():
+    torch.manual_seed(0)
+    x = 2.0 + torch.randn(50)
+    post_var = 1.0 / (1.0 / 100.0 + len(x))
+    post_mean = post_var * x.sum()
+    fit(
+        NormalNormal(),
+        (x,),
+        epochs=1500,
+        batch_size=50,
+        elbo="meanfield",
+        num_particles=64,
+        vectorize_particles=True,
+        lr=0.01,
+        seed=0,
+    )
+    store = pyro.get_param_store()
+    assert store["loc"].detach().item() == pytest.approx(float(post_mean), abs=CONJUGATE_ATOL)
+    assert store["scale"].detach().item() == pytest.approx(math.sqrt(post_var), abs=CONJUGATE_ATOL)
+
+
+class Exploding(torch.nn.Module):
+    """Its loss becomes NaN once its parameter passes a threshold (after a few steps)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor(0.0))
+
+    def model(self, x):
+        scale = torch.where(self.w > 0.0035, torch.tensor(float("nan")), torch.tensor(1.0))
+        with pyro.plate("data", len(x)):
+            pyro.sample("x", dist.Normal(self.w * 0 + 5.0 * self.w, scale), obs=x)
+
+    def guide(self, x):
+        pass
+
+
+def test_nan_loss_stops_with_epoch_and_step_and_keeps_the_last_good_state():
+    pair = Exploding()
+    x = torch.ones(20)
+    history = []
+    opt = torch.optim.SGD(pair.parameters(), lr=1e-4)
+    original_step = opt.step
+
+    def recording_step(*a, **k):
+        out = original_step(*a, **k)
+        history.append(pair.w.detach().clone())
+        return out
+
+    opt.step = recording_step
+    with pytest.raises(NonFiniteLossError, match=r"the loss became nan at epoch 1, step \d+; training stopped") as info:
+        fit(pair, (x,), epochs=5, batch_size=4, optimizer=opt, validate="never")
+    assert info.value.epoch == 1 and info.value.step == len(history) + 1
+    assert torch.equal(pair.w.detach(), history[-1])
+
+
+# -- bad input -----------------------------------------------------------------------
+def test_nonfinite_data_rejected_before_training_naming_the_first_bad_sample(data):
+    x = data.train_x.clone()
+    x[7, 0, 3, 3] = float("nan")
+    x[900, 0, 0, 0] = float("inf")
+    v = small_vae()
+    before = params(v)
+    with pytest.raises(
+        ValueError, match=r"`data` holds NaN or infinite values: the first bad sample is index 7 \(2 bad"
+    ):
+        fit(v, x, epochs=1)
+    assert all(torch.equal(a, b) for a, b in zip(before, params(v)))
+
+
+def test_nonfinite_data_in_a_batch_stream(data):
+    x = data.train_x[:64].clone()
+    x[40] = float("nan")
+    batches = [(x[:32],), (x[32:],)]
+    with pytest.raises(ValueError, match=r"the first bad sample is index 40"):
+        fit(small_vae(), batches, epochs=1)
+
+
+@pytest.mark.parametrize(
+    "bad,error,match",
+    [
+        (torch.empty(0, 1, 8, 8), ValueError, r"`data` is empty: it holds no samples"),
+        (iter([torch.rand(2, 1, 8, 8)]), TypeError, r"an iterator can be read only once"),
+        ("digits", TypeError, r"`data` must be a tensor, a tuple of tensors, a torch Dataset"),
+        ((torch.rand(4, 1, 8, 8), torch.zeros(3)), ValueError, r"the tensors must share their first dimension"),
+    ],
+    ids=["empty", "iterator", "string", "mismatched"],
+)
+def test_bad_data(bad, error, match):
+    with pytest.raises(error, match=match):
+        fit(small_vae(), bad, epochs=1)
+
+
+def test_bad_arguments(data):
+    loader = DataLoader(TensorDataset(data.train_x), batch_size=32)
+    with pytest.raises(ValueError, match=r"the DataLoader passed as `data` already has batch_size=32"):
+        fit(small_vae(), loader, batch_size=64)
+    with pytest.raises(TypeError, match=r"`pair` must have callable .model and .guide methods.*no callable .model"):
+        fit(torch.nn.Linear(2, 2), data.train_x)
+    with pytest.raises(ValueError, match=r"`epochs` must be a positive int, but got 0"):
+        fit(small_vae(), data.train_x, epochs=0)
+    with pytest.raises(ValueError, match=r"`validate` must be one of \['first', 'always', 'never'\]"):
+        fit(small_vae(), data.train_x, validate="sometimes")
+    with pytest.raises(TypeError, match=r"`optimizer` must be None \(Adam\), a torch.optim.Optimizer"):
+        fit(small_vae(), data.train_x, optimizer="adam")
+    with pytest.raises(ValueError, match=r"`alpha` applies to 'renyi' only"):
+        from ppmodels.infer import get_elbo
+
+        get_elbo("trace", alpha=0.5)
+
+
+def test_progress_bar_is_quiet_when_not_a_terminal(data, capsys):
+    fit(small_vae(), data.train_x[:64], epochs=1)
+    captured = capsys.readouterr()
+    assert captured.err == "" and captured.out == ""
+
+
+def test_dataloader_and_dict_batches(data):
+    loader = DataLoader(TensorDataset(data.train_x[:64], data.train_y[:64]), batch_size=32)
+    assert fit(small_vae(), loader, epochs=1, device="cpu").num_data == 64
+    dict_batches = [{"x": data.train_x[:32]}, {"x": data.train_x[32:64]}]
+    assert fit(small_vae(), dict_batches, epochs=1).num_data == 64
