@@ -70,7 +70,10 @@ def load_state(path, map_location="cpu") -> dict:
 
 
 def restore_module(module, state) -> None:
-    missing, unexpected = module.load_state_dict(state["state_dict"], strict=False)
+    try:
+        missing, unexpected = module.load_state_dict(state["state_dict"], strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        raise ValueError(f"the checkpoint does not fit {type(module).__name__}: {exc}") from None
     if missing or unexpected:
         raise ValueError(
             f"the checkpoint does not fit {type(module).__name__}: missing keys {list(missing)}, "
