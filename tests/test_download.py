@@ -6,9 +6,10 @@ import http.server
 import threading
 
 import pytest
-from test_data import make_idx_folder
 
 from ppmodels import data
+
+from test_data import make_idx_folder
 
 FILES = [
     "train-images-idx3-ubyte.gz",

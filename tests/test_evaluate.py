@@ -11,6 +11,7 @@ from torch import nn
 from ppmodels.infer import elbo, fit, log_likelihood, log_weights
 from ppmodels.models import VAE
 from ppmodels.nn import MLPDecoder, MLPEncoder
+
 from tolerances import MC_SIGMAS, PPCA_LL_ATOL
 
 

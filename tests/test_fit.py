@@ -5,13 +5,14 @@ import pyro.distributions as dist
 import pyro.optim
 import pytest
 import torch
-from tolerances import CONJUGATE_ATOL
 from torch.utils.data import DataLoader, TensorDataset
 
 from ppmodels.data import digits
 from ppmodels.infer import ELBO_NAMES, NonFiniteLossError, fit
 from ppmodels.models import VAE
 from ppmodels.nn import MLPDecoder, MLPEncoder
+
+from tolerances import CONJUGATE_ATOL
 
 SHAPE = (1, 8, 8)
 
