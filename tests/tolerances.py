@@ -10,9 +10,9 @@ MC_SIGMAS = 4.0
 #: so a VAE that missed a component fails it.
 PPCA_LL_ATOL = 0.02
 
-#: get_train_loss (averaged while parameters move during the last epoch) against the
-#: MindSpore loss evaluated once at the end: relative tolerance.
-FACADE_LOSS_RTOL = 0.03
+#: get_train_loss against MindSpore's loss evaluated directly, parameters fixed: both are
+#: Monte Carlo averages over ~1,400 digits (one z draw each); their noise is ~0.2%.
+FACADE_LOSS_RTOL = 0.01
 
 #: A conjugate Normal-Normal posterior fitted by SVI: absolute tolerance on mean and std.
 CONJUGATE_ATOL = 0.03
