@@ -1,0 +1,74 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from ppmodels.cli import main
+
+from test_data import make_idx_folder
+
+FAST = ["--epochs", "2", "--eval-samples", "5", "--hidden", "32"]
+
+
+def test_train_vae_writes_metrics_checkpoint_and_figures(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "vae", "--latent-dim", "2", "--out", str(out), *FAST]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["train_loss"]) == len(metrics["test_loss"]) == 2
+    assert metrics["test_log_likelihood"] < 0 and metrics["test_elbo"] <= metrics["test_log_likelihood"] + 1
+    for name in ["model.pt", "loss.png", "reconstructions.png", "samples.png", "latent_scatter.png", "latent_walk.png"]:
+        assert (out / name).stat().st_size > 0, name
+
+
+def test_train_cvae_conv_and_sample_in_a_fresh_process(tmp_path):
+    out = tmp_path / "cvae"
+    assert (
+        main(["train", "cvae", "--arch", "conv", "--elbo", "iwae", "--num-particles", "2", "--out", str(out), *FAST])
+        == 0
+    )
+    assert (out / "class_samples.png").stat().st_size > 0
+    assert not (out / "latent_walk.png").exists()  # latent dimension 8
+    png = tmp_path / "s.png"
+    done = subprocess.run(
+        [sys.executable, "-m", "ppmodels", "sample", str(out), "--labels", "3,5", "--num", "4", "--out", str(png)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "wrote 8 samples" in done.stdout and png.stat().st_size > 0
+
+
+def test_train_on_mnist_idx_files(tmp_path):
+    make_idx_folder(tmp_path / "idx", n_train=40, n_test=10)
+    out = tmp_path / "m"
+    assert main(["train", "vae", "--data", f"mnist:{tmp_path / 'idx'}", "--out", str(out), *FAST]) == 0
+    assert json.loads((out / "metrics.json").read_text())["num_train"] == 40
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["demo"], ["train"], ["train", "vae"], ["train", "cvae"], ["sample"]],
+    ids=["top", "demo", "train", "vae", "cvae", "sample"],
+)
+def test_help_on_every_subcommand(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "usage: ppmodels" in text and "--help" in text
+
+
+def test_bad_arguments_give_clear_errors(tmp_path, capsys):
+    assert main(["train", "vae", "--data", "cifar", "--out", str(tmp_path / "x")]) == 2
+    assert "`data` must be one of ['digits', 'mnist', 'fashion-mnist'], but got 'cifar'" in capsys.readouterr().err
+    assert main(["train", "vae", "--data", f"mnist:{tmp_path}", "--out", str(tmp_path / "x")]) == 2
+    assert "missing train-images-idx3-ubyte" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "vae", "--elbo", "elbow"])
+    assert "invalid choice: 'elbow'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "vae", "--epochs", "0"])
+    assert "must be a positive int, got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="no checkpoint at"):
+        main(["sample", str(tmp_path)])
