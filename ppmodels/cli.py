@@ -8,6 +8,13 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
+from . import data as datasets
+from . import infer, models, nn, plots
+from .infer import ELBO_NAMES
+from .models import LIKELIHOODS
+
 DATA_HELP = "digits (embedded, the default), mnist:DIR or fashion-mnist:DIR (folder of IDX files)"
 
 
@@ -29,9 +36,6 @@ def _dims(text):
 
 
 def _add_train_options(p, latent_default, epochs_default):
-    from .infer import ELBO_NAMES
-    from .models import LIKELIHOODS
-
     p.add_argument("--data", default="digits", help=DATA_HELP)
     p.add_argument("--download", action="store_true", help="download MNIST/Fashion-MNIST into the cache if missing")
     p.add_argument(
@@ -126,8 +130,6 @@ def _dims_or_zero(text):
 
 
 def _build(model, args, data):
-    from . import models, nn
-
     shape, latent = data.image_shape, args.latent_dim
     cond = data.num_classes if model == "cvae" else 0
     if args.arch == "mlp":
@@ -145,11 +147,6 @@ def _build(model, args, data):
 
 
 def run_train(model, args) -> Path:
-    import torch
-
-    from . import data as datasets
-    from . import infer
-
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     image_size = args.image_size or (28 if args.data == "digits" else None)
     data = datasets.load(args.data, image_size=image_size, download=args.download)
@@ -222,11 +219,8 @@ def run_train(model, args) -> Path:
     return out
 
 
-@__import__("torch").no_grad()
+@torch.no_grad()
 def _figures(pair, model, data, result, out, device, seed):
-    import torch
-
-    from . import plots
 
     plots.save(plots.loss_curves(result.train_loss, result.val_loss, title=f"{model} on {data.name}"), out / "loss.png")
     n = 16
@@ -266,10 +260,6 @@ def _figures(pair, model, data, result, out, device, seed):
 
 
 def run_sample(args) -> Path:
-    import torch
-
-    from . import infer, plots
-
     run_dir = Path(args.run_dir)
     path = run_dir / "model.pt"
     if not path.is_file():

@@ -96,6 +96,8 @@ def make_batches(data, batch_size=None, shuffle=True, generator=None, name="data
     of tensors, tuples or dicts).
     NaN or infinite values in tensors are rejected here, naming the first bad sample.
     """
+    if isinstance(data, Batches):
+        return data
     if isinstance(data, torch.Tensor):
         data = TensorDataset(data)
     elif isinstance(data, tuple):  # a tuple of tensors is one data set split along dim 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import warnings
@@ -100,14 +101,11 @@ def make_optimizer(optimizer, params, lr):
     )
 
 
-def _pyro_param_leaves(objective, batch, known):
-    """Parameters a pair declares with ``pyro.param`` (a classic Pyro guide), found by running
-    the loss once on ``batch`` without gradients; module parameters (``known``) are skipped."""
-    args, kwargs = (batch, {}) if isinstance(batch, tuple) else ((), batch)
-    with torch.no_grad(), poutine.trace(param_only=True) as capture:
-        objective.loss(args, kwargs)
+def _pyro_param_leaves(trace, known):
+    """Parameters a pair declares with ``pyro.param`` (a classic Pyro guide), found in the
+    first step's trace; module parameters (``known``) are skipped."""
     seen, leaves = set(known), []
-    for site in capture.trace.nodes.values():
+    for site in trace.nodes.values():
         if site["type"] != "param" or site["name"] == "_ppmodels_trainable":
             continue
         value = site["value"]
@@ -200,26 +198,20 @@ def fit(
 
     loss = get_elbo(elbo, num_particles, vectorize_particles)
     objective = Objective(loss, pair.model, pair.guide)
+    if not (
+        optimizer is None or isinstance(optimizer, (torch.optim.Optimizer, pyro.optim.PyroOptim)) or callable(optimizer)
+    ):
+        make_optimizer(optimizer, [], lr)  # raises the TypeError now, before any work
     module_params = _parameters(pair)
-    first = to_device(next(iter(train)), device)
-    with pyro.validation_enabled(validate != "never"):
-        extra = _pyro_param_leaves(objective, first, {id(p) for p in module_params})
-    if isinstance(optimizer, torch.optim.Optimizer):
-        opt = optimizer
-        if extra:
-            opt.add_param_group({"params": extra})
-    else:
-        opt = make_optimizer(optimizer, module_params + extra, lr)
+    resume_state = None
     result = FitResult(num_data=train.num_data, estimator=estimator_name(loss))
     start_epoch = 0
     if resume is not None:
-        state = ckpt.load_state(resume, map_location=device or "cpu")
-        if state.get("fit") is None:
+        resume_state = ckpt.load_state(resume, map_location=device or "cpu")
+        if resume_state.get("fit") is None:
             raise ValueError(f"`resume`: {resume} holds no training state (it was not written by fit(checkpoint=...))")
-        ckpt.restore_module(pair, state)
-        if state.get("optimizer") is not None:
-            opt.load_state_dict(state["optimizer"])
-        fit_state = state["fit"]
+        ckpt.restore_module(pair, resume_state)
+        fit_state = resume_state["fit"]
         result = FitResult(**fit_state["result"])
         start_epoch = result.epochs
         rng = fit_state.get("rng") or {}
@@ -227,6 +219,20 @@ def fit(
             torch.set_rng_state(rng["pyro"])
         if rng.get("generator") is not None:
             generator.set_state(rng["generator"])
+    opt = None
+
+    def build_optimizer(extra):
+        # Built after the first step's gradients, so that parameters a classic Pyro guide
+        # declares with pyro.param (found in that step's trace) are trained too.
+        if isinstance(optimizer, torch.optim.Optimizer):
+            built = optimizer
+            if extra:
+                built.add_param_group({"params": extra})
+        else:
+            built = make_optimizer(optimizer, module_params + extra, lr)
+        if resume_state is not None and resume_state.get("optimizer") is not None:
+            built.load_state_dict(resume_state["optimizer"])
+        return built
 
     def per_sample(value, batch):
         return value / (per_sample_denominator or batch_size_of(batch))
@@ -240,7 +246,12 @@ def fit(
     )
     first_step = True
     checked_stream = train.tensors is not None
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(bar.close)
+        # Pyro warns on a NaN loss; fit raises NonFiniteLossError with more to act on.
+        stack.enter_context(warnings.catch_warnings())
+        warnings.filterwarnings("ignore", message="Encountered (NaN|[+-]?inf)", category=UserWarning)
+        stack.enter_context(pyro.validation_enabled(validate == "always"))
         for epoch in range(start_epoch, epochs):
             if isinstance(pair, torch.nn.Module):
                 pair.train()
@@ -263,14 +274,18 @@ def fit(
                             step + 1,
                         )
 
-                opt.zero_grad(set_to_none=True)
-                use_validation = validate == "always" or (validate == "first" and first_step)
-                with pyro.validation_enabled(use_validation), warnings.catch_warnings():
-                    # Pyro warns on a NaN loss; fit raises NonFiniteLossError with more to act on.
-                    warnings.filterwarnings("ignore", message="Encountered (NaN|[+-]?inf)", category=UserWarning)
+                if first_step:
+                    for p in module_params:
+                        p.grad = None
+                    with pyro.validation_enabled(validate != "never"), poutine.trace(param_only=True) as capture:
+                        value = objective.loss_and_grads(args, kwargs, check)
+                    known = {id(p) for p in module_params}
+                    opt = build_optimizer(_pyro_param_leaves(capture.trace, known))
+                    first_step = False
+                else:
+                    opt.zero_grad(set_to_none=True)
                     value = objective.loss_and_grads(args, kwargs, check)
                 opt.step()
-                first_step = False
                 total += per_sample(value, batch) * b
                 seen += b
                 result.num_steps += 1
@@ -287,8 +302,6 @@ def fit(
                 ckpt.save(
                     checkpoint, pair, optimizer=opt, fit_state={"result": asdict(result), "rng": _rng_state(generator)}
                 )
-    finally:
-        bar.close()
     if isinstance(pair, torch.nn.Module):
         pair.eval()
     return result

@@ -95,8 +95,7 @@ class VAE(DataSizeMixin, nn.Module):
         return None
 
     def _prior(self, x, c):
-        zero = x.new_zeros(())
-        return dist.Normal(zero, zero + 1.0).expand([x.shape[0], self.latent_dim]).to_event(1)
+        return dist.Normal(x.new_zeros((x.shape[0], self.latent_dim)), 1.0).to_event(1)
 
     def _call(self, net, *args, c=None):
         return net(*args) if c is None else net(*args, c)

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .._validate import check_choice, check_nonnegative_int, check_positive_int
+from .._validate import check_choice, check_positive_int
 
 ACTIVATIONS = {
     "relu": nn.ReLU,
@@ -97,6 +97,3 @@ def append_cond(h: torch.Tensor, cond, cond_dim: int, who: str) -> torch.Tensor:
 
 def numel(shape) -> int:
     return int(math.prod(shape))
-
-
-__all__ = ["GaussianHead", "check_nonnegative_int"]

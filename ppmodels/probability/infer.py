@@ -126,6 +126,8 @@ class _MindSporeBatches:
             yield (x,) if y is None else (x, _to_tensor(y, torch.int64))
 
     def num_data(self):
+        if isinstance(getattr(self.dataset, "num_data", None), int):
+            return self.dataset.num_data
         inner = getattr(self.dataset, "dataset", None)
         if isinstance(self.dataset, torch.utils.data.DataLoader) and hasattr(inner, "__len__"):
             return len(inner)
