@@ -134,7 +134,9 @@ def make_batches(data, batch_size=None, shuffle=True, generator=None, name="data
     tensors = dataset.tensors if isinstance(dataset, TensorDataset) else None
     if dataset is not None and not isinstance(dataset, IterableDataset):
         num_data = len(dataset)
-    else:
+    elif isinstance(getattr(loader, "num_data", None), int):  # e.g. TensorBatches
+        num_data = loader.num_data
+    else:  # count with one pass over the batches
         num_data = sum(batch_size_of(as_args(b)) for b in loader)
     if num_data == 0:
         raise ValueError(f"`{name}` is empty: it holds no samples")
