@@ -1,4 +1,4 @@
-"""The ``ppmodels`` command: ``demo``, ``train vae|cvae``, ``sample``."""
+"""The ``ppmodels`` command: ``demo``, ``train vae|cvae``, ``sample``, ``compare``."""
 
 from __future__ import annotations
 
@@ -106,6 +106,32 @@ def build_parser():
     _add_train_options(cvae, latent_default=8, epochs_default=30)
     cvae.add_argument("--prior", choices=["learned", "standard"], default="learned", help="p(z|y) (default learned)")
 
+    compare = sub.add_parser(
+        "compare",
+        help="check variational inference against MCMC on a small problem",
+        description="Fit a small Bayesian model with variational guides and with NUTS/HMC on the same data; "
+        "write comparison.md, comparison.json and figures.",
+    )
+    compare.add_argument(
+        "--problem",
+        choices=sorted(PROBLEMS),
+        default="linreg",
+        help="linreg (exact posterior known), logreg, or mlp1d (a Bayesian MLP on 1-D data)",
+    )
+    compare.add_argument(
+        "--guides",
+        type=_names_list,
+        default=("meanfield", "fullrank"),
+        help="comma-separated guides: meanfield, fullrank, lowrank (default meanfield,fullrank)",
+    )
+    compare.add_argument("--mcmc", type=_names_list, default=("nuts",), help="comma-separated kernels: nuts, hmc")
+    compare.add_argument("--num-samples", type=_positive_int, default=1000, help="MCMC samples (default 1000)")
+    compare.add_argument("--warmup", type=_nonnegative_int, default=500, help="MCMC warm-up steps (default 500)")
+    compare.add_argument("--vi-epochs", type=_positive_int, default=3000, help="SVI steps per guide (default 3000)")
+    compare.add_argument("--seed", type=int, default=0)
+    compare.add_argument("--out", default=None, help="output folder (default runs/compare-PROBLEM)")
+    compare.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+
     sample = sub.add_parser(
         "sample",
         help="draw new samples from a saved run",
@@ -117,6 +143,62 @@ def build_parser():
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--out", default=None, help="PNG path (default RUN_DIR/samples-SEED.png)")
     return parser
+
+
+def _names_list(text):
+    names = tuple(t.strip() for t in text.split(",") if t.strip())
+    return names if text.strip().lower() != "none" else ()
+
+
+def _nonnegative_int(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative int, got {text}")
+    return value
+
+
+PROBLEMS = {
+    "linreg": (lambda: models.BayesianLinearRegression(2), lambda seed: datasets.linear_regression_data(seed=seed)),
+    "logreg": (lambda: models.BayesianLogisticRegression(3), lambda seed: datasets.logistic_regression_data(seed=seed)),
+    "mlp1d": (lambda: models.BayesianMLPRegression(10), lambda seed: datasets.sine_regression_data(seed=seed)),
+}
+
+
+def run_compare(args) -> Path:
+    from .infer.compare import mean_functions
+
+    problem = PROBLEMS[args.problem][0]()
+    train, test = PROBLEMS[args.problem][1](args.seed)
+    out = Path(args.out or f"runs/compare-{args.problem}")
+    out.mkdir(parents=True, exist_ok=True)
+    print(
+        f"comparing {', '.join(args.guides) or 'no guides'} against {', '.join(args.mcmc) or 'no MCMC'} "
+        f"on {args.problem} ({len(train[0])} training points)",
+        flush=True,
+    )
+    result = infer.compare(
+        problem,
+        train,
+        test,
+        guides=args.guides,
+        mcmc=args.mcmc,
+        num_samples=args.num_samples,
+        warmup_steps=args.warmup,
+        vi_epochs=args.vi_epochs,
+        seed=args.seed,
+        progress=bool(args.progress),
+        kernel_options={"max_tree_depth": 6} if args.problem == "mlp1d" else None,
+    )
+    (out / "comparison.md").write_text(result.to_markdown())
+    (out / "comparison.json").write_text(result.to_json())
+    plots.save(plots.marginals(result, title=f"posterior marginals: {args.problem}"), out / "marginals.png")
+    if args.problem == "mlp1d":
+        grid = torch.linspace(-1.3, 1.3, 200).unsqueeze(-1)
+        means = {m.name: mean_functions(problem.model, m.site_samples, (grid,)) for m in result.methods}
+        plots.save(plots.predictive_bands(grid, means, *train), out / "predictive.png")
+    print(result.to_markdown().split("\n\n")[0])
+    print(f"wrote comparison.md, comparison.json and figures to {out.resolve()}")
+    return out
 
 
 def _dims_or_zero(text):
@@ -324,6 +406,12 @@ def main(argv=None) -> int:
             return 2
     elif args.command == "sample":
         run_sample(args)
+    elif args.command == "compare":
+        try:
+            run_compare(args)
+        except (ValueError, TypeError) as exc:
+            print(f"ppmodels compare: error: {exc}", file=sys.stderr)
+            return 2
     return 0
 
 

@@ -1,16 +1,21 @@
 """Inference: ELBO estimators by name, the training engine, evaluation and checkpoints."""
 
 from .checkpoint import load, save
+from .compare import GUIDES, KERNELS, Comparison, compare
 from .elbo import ELBO_NAMES, ESTIMATORS, Objective, get_elbo
 from .evaluate import elbo, log_likelihood, log_weights
 from .fit import FitResult, NonFiniteLossError, fit, make_optimizer
 
 __all__ = [
+    "Comparison",
     "ELBO_NAMES",
     "ESTIMATORS",
     "FitResult",
+    "GUIDES",
+    "KERNELS",
     "NonFiniteLossError",
     "Objective",
+    "compare",
     "elbo",
     "fit",
     "get_elbo",

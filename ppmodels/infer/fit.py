@@ -139,6 +139,7 @@ def fit(
     resume=None,
     shuffle: bool = True,
     validate: str = "first",
+    scheduler=None,
 ) -> FitResult:
     """Train a model/guide pair with one of Pyro's ELBOs and a torch optimizer.
 
@@ -162,6 +163,8 @@ def fit(
     :param progress: show a progress bar: ``True``, ``False``, or ``None`` (only on a terminal).
     :param checkpoint: a path; a checkpoint is written there (atomically) after every epoch.
     :param resume: a checkpoint path written by ``checkpoint=``; training continues from it.
+    :param scheduler: a factory ``optimizer -> torch.optim.lr_scheduler.LRScheduler``; the
+        scheduler steps once per epoch (e.g. ``lambda opt: ExponentialLR(opt, 0.99)``).
     :param str validate: ``"first"`` checks the model's shapes and distribution arguments
         on the first step only (the fast default), ``"always"`` on every step, ``"never"``.
     :returns: :class:`FitResult` with per-epoch losses in nats per sample.
@@ -220,6 +223,9 @@ def fit(
         if rng.get("generator") is not None:
             generator.set_state(rng["generator"])
     opt = None
+    sched = None
+    if scheduler is not None and not callable(scheduler):
+        raise TypeError(f"`scheduler` must be a factory optimizer -> LRScheduler, but got {type(scheduler).__name__}")
 
     def build_optimizer(extra):
         # Built after the first step's gradients, so that parameters a classic Pyro guide
@@ -281,6 +287,10 @@ def fit(
                         value = objective.loss_and_grads(args, kwargs, check)
                     known = {id(p) for p in module_params}
                     opt = build_optimizer(_pyro_param_leaves(capture.trace, known))
+                    if scheduler is not None:
+                        sched = scheduler(opt)
+                        if resume_state is not None and (resume_state["fit"] or {}).get("scheduler") is not None:
+                            sched.load_state_dict(resume_state["fit"]["scheduler"])
                     first_step = False
                 else:
                     opt.zero_grad(set_to_none=True)
@@ -290,6 +300,8 @@ def fit(
                 seen += b
                 result.num_steps += 1
                 bar.update(1)
+            if sched is not None:
+                sched.step()
             elapsed = time.perf_counter() - t0
             checked_stream = True
             result.train_loss.append(total / max(seen, 1))
@@ -300,7 +312,14 @@ def fit(
             bar.set_postfix(epoch=epoch + 1, loss=f"{result.train_loss[-1]:.4g}")
             if checkpoint is not None:
                 ckpt.save(
-                    checkpoint, pair, optimizer=opt, fit_state={"result": asdict(result), "rng": _rng_state(generator)}
+                    checkpoint,
+                    pair,
+                    optimizer=opt,
+                    fit_state={
+                        "result": asdict(result),
+                        "rng": _rng_state(generator),
+                        "scheduler": sched.state_dict() if sched is not None else None,
+                    },
                 )
     if isinstance(pair, torch.nn.Module):
         pair.eval()

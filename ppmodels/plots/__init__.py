@@ -1,5 +1,23 @@
 """Matplotlib figures for training results and generative models (Agg backend, no display needed)."""
 
-from .figures import class_rows, image_grid, latent_scatter, latent_walk, loss_curves, save
+from .figures import (
+    class_rows,
+    image_grid,
+    latent_scatter,
+    latent_walk,
+    loss_curves,
+    marginals,
+    predictive_bands,
+    save,
+)
 
-__all__ = ["class_rows", "image_grid", "latent_scatter", "latent_walk", "loss_curves", "save"]
+__all__ = [
+    "class_rows",
+    "image_grid",
+    "latent_scatter",
+    "latent_walk",
+    "loss_curves",
+    "marginals",
+    "predictive_bands",
+    "save",
+]

@@ -112,3 +112,46 @@ def latent_walk(decode, grid_size=15, limit=3.0, device=None, title="decoded lat
     ax.set_ylabel("z - dim 2")
     ax.set_title(title)
     return fig
+
+
+def marginals(comparison, latents=None, max_latents=9, title="posterior marginals"):
+    """Overlaid marginal histograms of each latent under every method of a
+    :class:`~ppmodels.infer.Comparison`, with the exact posterior's density where known."""
+    names = list(latents or comparison.latent_names[:max_latents])
+    cols = min(3, len(names))
+    rows = math.ceil(len(names) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        for m in comparison.methods:
+            ax.hist(_np(m.samples[name]), bins=50, density=True, histtype="step", label=m.name)
+        if comparison.exact:
+            mu, sd = comparison.exact[name]["mean"], comparison.exact[name]["sd"]
+            grid = np.linspace(mu - 4 * sd, mu + 4 * sd, 200)
+            ax.plot(grid, np.exp(-0.5 * ((grid - mu) / sd) ** 2) / (sd * math.sqrt(2 * math.pi)), "k--", label="exact")
+        ax.set_title(name)
+    for ax in list(axes.flat)[len(names) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def predictive_bands(x, method_means, x_train=None, y_train=None, title="posterior predictive mean, 5-95% band"):
+    """1-D regression: for each method, the median and 5-95% band of the mean function.
+
+    :param x: ``(G,)`` grid; ``method_means`` maps a method name to ``(S, G)`` mean functions.
+    """
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    xs = _np(x).reshape(-1)
+    for name, means in method_means.items():
+        q = np.quantile(_np(means), [0.05, 0.5, 0.95], axis=0)
+        line = ax.plot(xs, q[1], label=name)[0]
+        ax.fill_between(xs, q[0], q[2], color=line.get_color(), alpha=0.15)
+    if x_train is not None:
+        ax.scatter(_np(x_train).reshape(-1), _np(y_train), s=10, c="k", label="training data", zorder=3)
+    ax.set_xlabel("x")
+    ax.set_ylabel("y")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return fig
