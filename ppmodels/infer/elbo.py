@@ -14,15 +14,30 @@ ESTIMATORS = {
     "tracegraph": (pyro.infer.TraceGraph_ELBO, "TraceGraph_ELBO: Rao-Blackwellised score-function terms"),
     "renyi": (pyro.infer.RenyiELBO, "RenyiELBO with alpha (default 0.5) over num_particles"),
     "iwae": (pyro.infer.RenyiELBO, "RenyiELBO with alpha=0: the importance-weighted bound (IWAE)"),
+    "tailadaptive": (
+        pyro.infer.TraceTailAdaptive_ELBO,
+        "TraceTailAdaptive_ELBO: adaptive f-divergence; several vectorised particles, no subsampling, "
+        "gradients only (its loss value is not computed)",
+    ),
+    "jit-trace": (pyro.infer.JitTrace_ELBO, "JitTrace_ELBO: Trace_ELBO compiled with the PyTorch JIT"),
+    "jit-meanfield": (pyro.infer.JitTraceMeanField_ELBO, "JitTraceMeanField_ELBO: TraceMeanField_ELBO, compiled"),
+    "jit-tracegraph": (pyro.infer.JitTraceGraph_ELBO, "JitTraceGraph_ELBO: TraceGraph_ELBO, compiled"),
 }
 ELBO_NAMES = tuple(sorted(ESTIMATORS))
-_DEFAULT_PARTICLES = {"iwae": 5, "renyi": 5}
+_DEFAULT_PARTICLES = {"iwae": 5, "renyi": 5, "tailadaptive": 8}
+JIT_NAMES = ("jit-meanfield", "jit-trace", "jit-tracegraph")
+
+
+def is_jit(elbo) -> bool:
+    return isinstance(
+        elbo, (pyro.infer.JitTrace_ELBO, pyro.infer.JitTraceMeanField_ELBO, pyro.infer.JitTraceGraph_ELBO)
+    )
 
 
 def get_elbo(
     elbo="trace",
     num_particles: int | None = None,
-    vectorize_particles: bool = False,
+    vectorize_particles: bool | None = None,
     alpha: float | None = None,
     max_plate_nesting: int | None = None,
 ) -> pyro.infer.ELBO:
@@ -31,13 +46,14 @@ def get_elbo(
     :param elbo: one of :data:`ELBO_NAMES` or a ``pyro.infer.ELBO`` instance.
     :param int num_particles: Monte Carlo particles per step (default 1; 5 for ``iwae``
         and ``renyi``, whose bounds need several).
-    :param bool vectorize_particles: draw the particles in one vectorised pass.
+    :param bool vectorize_particles: draw the particles in one vectorised pass (default: only
+        for ``tailadaptive``, which requires it).
     :param float alpha: the Renyi divergence order for ``renyi`` (default 0.5); ``iwae`` is
         alpha = 0 and takes no ``alpha``.
     :raises ValueError: an unknown name, listing the valid ones.
     """
     if isinstance(elbo, pyro.infer.ELBO):
-        if num_particles is not None or alpha is not None or vectorize_particles:
+        if num_particles is not None or alpha is not None or vectorize_particles is not None:
             raise ValueError(
                 "num_particles, vectorize_particles and alpha configure an ELBO chosen by name; "
                 f"the ELBO instance {type(elbo).__name__} already has its own"
@@ -54,10 +70,17 @@ def get_elbo(
     cls = ESTIMATORS[elbo][0]
     if num_particles is None:
         num_particles = _DEFAULT_PARTICLES.get(elbo, 1)
+    if vectorize_particles is None:
+        vectorize_particles = elbo == "tailadaptive"
     kwargs = {
         "num_particles": check_positive_int(num_particles, "num_particles"),
         "vectorize_particles": bool(vectorize_particles),
     }
+    if elbo == "tailadaptive" and (kwargs["num_particles"] < 2 or not kwargs["vectorize_particles"]):
+        raise ValueError(
+            "'tailadaptive' needs several vectorised particles: num_particles >= 2 and vectorize_particles=True, "
+            f"but got num_particles={num_particles}, vectorize_particles={vectorize_particles}"
+        )
     if max_plate_nesting is not None:
         kwargs["max_plate_nesting"] = max_plate_nesting
     if elbo == "iwae":
@@ -92,21 +115,40 @@ _trainable_marker = effectful(lambda: None, type="param")
 class Objective:
     """``model``/``guide`` under one ELBO, giving loss values with gradients accumulated.
 
-    Estimators with ``differentiable_loss`` (Trace, TraceMeanField) return a tensor that
-    :meth:`backward_step` differentiates; the others run Pyro's own ``loss_and_grads``.
+    Estimators with ``differentiable_loss`` (Trace, TraceMeanField, TailAdaptive and the JIT
+    Trace ones) return a tensor that is differentiated here; the others run Pyro's own
+    ``loss_and_grads``. ``reports_loss`` is False for TailAdaptive, which computes gradients
+    only: its loss is then ``nan`` and the evaluation loss comes from a Trace_ELBO.
     """
 
     def __init__(self, elbo, model, guide):
         self.elbo, self.model, self.guide = elbo, model, guide
-        self.differentiable = hasattr(elbo, "differentiable_loss")
+        self.differentiable = hasattr(elbo, "differentiable_loss") and not isinstance(
+            elbo, pyro.infer.JitTraceGraph_ELBO
+        )
+        self.reports_loss = not isinstance(elbo, pyro.infer.TraceTailAdaptive_ELBO)
+        self._monitor = (
+            None
+            if self.reports_loss
+            else pyro.infer.Trace_ELBO(
+                num_particles=elbo.num_particles,
+                vectorize_particles=elbo.vectorize_particles,
+                max_plate_nesting=elbo.max_plate_nesting,
+            )
+        )
 
     def _marked_guide(self, *args, **kwargs):
+        if is_jit(self.elbo):  # the JIT takes param sites from Pyro's parameter store
+            return self.guide(*args, **kwargs)
         _trainable_marker(name="_ppmodels_trainable")
         return self.guide(*args, **kwargs)
 
     def loss_and_grads(self, args, kwargs, check=None) -> float:
         """Compute the loss and accumulate its gradients; ``check(value)`` runs before
         backpropagation where the estimator allows it."""
+        if self.differentiable and not self.reports_loss:
+            self.elbo.differentiable_loss(self.model, self.guide, *args, **kwargs).backward()
+            return float("nan")
         if self.differentiable:
             loss = self.elbo.differentiable_loss(self.model, self.guide, *args, **kwargs)
             value = loss.item()
@@ -121,4 +163,5 @@ class Objective:
         return value
 
     def loss(self, args, kwargs) -> float:
-        return float(self.elbo.loss(self.model, self.guide, *args, **kwargs))
+        elbo = self.elbo if self.reports_loss else self._monitor
+        return float(elbo.loss(self.model, self.guide, *args, **kwargs))

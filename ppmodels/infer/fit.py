@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from .._validate import check_choice, check_nonnegative_int, check_positive_float, check_positive_int
 from . import checkpoint as ckpt
 from .data import Batches, as_args, batch_size_of, check_batch_finite, make_batches, to_device
-from .elbo import Objective, estimator_name, get_elbo
+from .elbo import Objective, estimator_name, get_elbo, is_jit
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -128,7 +128,7 @@ def fit(
     batch_size: int | None = None,
     elbo="trace",
     num_particles: int | None = None,
-    vectorize_particles: bool = False,
+    vectorize_particles: bool | None = None,
     optimizer=None,
     lr: float = 1e-3,
     val_data=None,
@@ -206,6 +206,7 @@ def fit(
     ):
         make_optimizer(optimizer, [], lr)  # raises the TypeError now, before any work
     module_params = _parameters(pair)
+    _check_estimator_preconditions(loss, module_params, train, batch_size, pair)
     resume_state = None
     result = FitResult(num_data=train.num_data, estimator=estimator_name(loss))
     start_epoch = 0
@@ -257,6 +258,8 @@ def fit(
         # Pyro warns on a NaN loss; fit raises NonFiniteLossError with more to act on.
         stack.enter_context(warnings.catch_warnings())
         warnings.filterwarnings("ignore", message="Encountered (NaN|[+-]?inf)", category=UserWarning)
+        if is_jit(loss):  # Pyro's JIT estimators trace with torch.jit.trace, which torch 2.x deprecates
+            warnings.filterwarnings("ignore", message="`torch.jit.trace` is deprecated", category=DeprecationWarning)
         stack.enter_context(pyro.validation_enabled(validate == "always"))
         for epoch in range(start_epoch, epochs):
             if isinstance(pair, torch.nn.Module):
@@ -295,6 +298,8 @@ def fit(
                 else:
                     opt.zero_grad(set_to_none=True)
                     value = objective.loss_and_grads(args, kwargs, check)
+                if not objective.reports_loss and not _grads_finite(p for g in opt.param_groups for p in g["params"]):
+                    check(float("nan"))
                 opt.step()
                 total += per_sample(value, batch) * b
                 seen += b
@@ -324,6 +329,28 @@ def fit(
     if isinstance(pair, torch.nn.Module):
         pair.eval()
     return result
+
+
+def _check_estimator_preconditions(loss, module_params, train, batch_size, pair):
+    name = estimator_name(loss)
+    if is_jit(loss) and any(p.requires_grad for p in module_params):
+        raise ValueError(
+            f"{name!r} compiles the loss with Pyro's parameter store as its inputs, but this pair keeps "
+            f"{sum(p.numel() for p in module_params if p.requires_grad)} parameters in its modules (the JIT would "
+            "bake them in as constants); use the same estimator without 'jit-', or declare the parameters with "
+            "pyro.param / pyro.module"
+        )
+    if name == "tailadaptive":
+        steps = _len_or_none(train.source)
+        if getattr(pair, "num_data", None) and (steps is None or steps > 1):
+            raise ValueError(
+                "'tailadaptive' does not support data subsampling: train on the whole data set in one batch "
+                f"(batch_size >= {train.num_data}, got {batch_size}) or use another estimator"
+            )
+
+
+def _grads_finite(params) -> bool:
+    return all(bool(torch.isfinite(p.grad).all()) for p in params if p.grad is not None)
 
 
 def _len_or_none(source):

@@ -115,9 +115,11 @@ class VAE(DataSizeMixin, nn.Module):
             return self.log_scale.exp()
         return torch.tensor(self._fixed_scale)
 
-    def likelihood_dist(self, out: torch.Tensor):
-        """The distribution ``p(x | z)`` for decoder output ``out`` of shape ``(B, *event)``."""
-        event_dims = out.dim() - 1
+    def likelihood_dist(self, out: torch.Tensor, event_dims: int | None = None):
+        """The distribution ``p(x | z)`` for decoder output ``out`` of shape ``(..., B, *event)``;
+        ``event_dims`` is ``len(event)`` (default ``out.dim() - 1``: no leading particle dims)."""
+        if event_dims is None:
+            event_dims = out.dim() - 1
         if self.likelihood == "normal":
             scale = self.log_scale.exp() if self.log_scale is not None else self._fixed_scale
             d = dist.Normal(out, scale)
@@ -130,7 +132,7 @@ class VAE(DataSizeMixin, nn.Module):
         return d.to_event(event_dims)
 
     def _check_decoded(self, out, x):
-        if out.shape != x.shape:
+        if out.shape[out.dim() - x.dim() :] != x.shape:
             raise ValueError(
                 f"the decoder returned shape {tuple(out.shape)} but the data batch has shape {tuple(x.shape)}; "
                 "the decoder must map (B, latent_dim) to the shape of one batch of data. Try one of: "
@@ -158,7 +160,7 @@ class VAE(DataSizeMixin, nn.Module):
             z = pyro.sample("z", self._prior(x, c))
             out = self._call(self.decoder, z, c=c)
             self._check_decoded(out, x)
-            pyro.sample("x", self.likelihood_dist(out), obs=x)
+            pyro.sample("x", self.likelihood_dist(out, x.dim() - 1), obs=x)
 
     def guide(self, x, y=None):
         """q(z | x) over a batch ``x``."""
