@@ -1,4 +1,4 @@
-"""The ``ppmodels`` command: ``demo``, ``train vae|cvae``, ``sample``, ``compare``."""
+"""The ``ppmodels`` command: ``demo``, ``train vae|cvae``, ``sample``, ``compare``, ``compare-elbo``."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def _dims(text):
     return dims
 
 
-def _add_train_options(p, latent_default, epochs_default):
+def _add_train_options(p, latent_default, epochs_default, elbo_option=True):
     p.add_argument("--data", default="digits", help=DATA_HELP)
     p.add_argument("--download", action="store_true", help="download MNIST/Fashion-MNIST into the cache if missing")
     p.add_argument(
@@ -53,7 +53,8 @@ def _add_train_options(p, latent_default, epochs_default):
         help=f"latent dimension (default {latent_default}; 2 adds the latent scatter and walk figures)",
     )
     p.add_argument("--likelihood", choices=LIKELIHOODS, default="bernoulli", help="p(x|z) (default bernoulli)")
-    p.add_argument("--elbo", choices=ELBO_NAMES, default="trace", help="ELBO estimator (default trace)")
+    if elbo_option:
+        p.add_argument("--elbo", choices=ELBO_NAMES, default="trace", help="ELBO estimator (default trace)")
     p.add_argument("--num-particles", type=_positive_int, default=None, help="particles per step for the estimator")
     p.add_argument("--epochs", type=_positive_int, default=epochs_default, help=f"epochs (default {epochs_default})")
     p.add_argument("--batch-size", type=_positive_int, default=128)
@@ -105,6 +106,21 @@ def build_parser():
     )
     _add_train_options(cvae, latent_default=8, epochs_default=30)
     cvae.add_argument("--prior", choices=["learned", "standard"], default="learned", help="p(z|y) (default learned)")
+
+    compare_elbo = sub.add_parser(
+        "compare-elbo",
+        help="train one VAE with several ELBO estimators and compare them",
+        description="Train copies of one VAE (same start, seed and budget) with several ELBO estimators and write "
+        "elbo_comparison.md, elbo_comparison.json and elbo_comparison.png.",
+    )
+    _add_train_options(compare_elbo, latent_default=8, epochs_default=20, elbo_option=False)
+    compare_elbo.add_argument(
+        "--estimators",
+        type=_names_list,
+        default=("trace", "meanfield", "tracegraph", "iwae", "renyi"),
+        help="comma-separated estimator names (default trace,meanfield,tracegraph,iwae,renyi)",
+    )
+    compare_elbo.set_defaults(eval_samples=1000)
 
     compare = sub.add_parser(
         "compare",
@@ -162,6 +178,43 @@ PROBLEMS = {
     "logreg": (lambda: models.BayesianLogisticRegression(3), lambda seed: datasets.logistic_regression_data(seed=seed)),
     "mlp1d": (lambda: models.BayesianMLPRegression(10), lambda seed: datasets.sine_regression_data(seed=seed)),
 }
+
+
+def run_compare_elbo(args) -> Path:
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    image_size = args.image_size or (28 if args.data == "digits" else None)
+    data = datasets.load(args.data, image_size=image_size, download=args.download)
+    out = Path(args.out or f"runs/compare-elbo-{data.name}")
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(args.seed)
+    pair = _build("vae", args, data)
+    print(
+        f"comparing {', '.join(args.estimators)} on a VAE ({args.arch}, latent {args.latent_dim}) on {data.name}, "
+        f"{args.epochs} epochs each",
+        flush=True,
+    )
+    result = infer.compare_elbos(
+        pair,
+        data.train_x,
+        data.test_x,
+        args.estimators,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        num_particles=args.num_particles,
+        lr=args.lr,
+        eval_samples=args.eval_samples,
+        seed=args.seed,
+        progress=args.progress,
+        device=device,
+    )
+    (out / "elbo_comparison.md").write_text(result.to_markdown())
+    (out / "elbo_comparison.json").write_text(result.to_json())
+    plots.save(
+        plots.estimator_comparison(result, title=f"ELBO estimators: VAE on {data.name}"), out / "elbo_comparison.png"
+    )
+    print(result.to_markdown())
+    print(f"wrote elbo_comparison.md, elbo_comparison.json and elbo_comparison.png to {out.resolve()}")
+    return out
 
 
 def run_compare(args) -> Path:
@@ -406,6 +459,12 @@ def main(argv=None) -> int:
             return 2
     elif args.command == "sample":
         run_sample(args)
+    elif args.command == "compare-elbo":
+        try:
+            run_compare_elbo(args)
+        except (ValueError, FileNotFoundError, OSError) as exc:
+            print(f"ppmodels compare-elbo: error: {exc}", file=sys.stderr)
+            return 2
     elif args.command == "compare":
         try:
             run_compare(args)

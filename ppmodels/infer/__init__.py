@@ -2,6 +2,7 @@
 
 from .checkpoint import load, save
 from .compare import GUIDES, KERNELS, Comparison, compare
+from .compare_elbos import ElboComparison, compare_elbos, gradient_variance
 from .elbo import ELBO_NAMES, ESTIMATORS, Objective, get_elbo
 from .evaluate import elbo, log_likelihood, log_weights
 from .fit import FitResult, NonFiniteLossError, fit, make_optimizer
@@ -10,15 +11,18 @@ __all__ = [
     "Comparison",
     "ELBO_NAMES",
     "ESTIMATORS",
+    "ElboComparison",
     "FitResult",
     "GUIDES",
     "KERNELS",
     "NonFiniteLossError",
     "Objective",
     "compare",
+    "compare_elbos",
     "elbo",
     "fit",
     "get_elbo",
+    "gradient_variance",
     "load",
     "log_likelihood",
     "log_weights",

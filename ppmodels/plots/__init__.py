@@ -2,6 +2,7 @@
 
 from .figures import (
     class_rows,
+    estimator_comparison,
     image_grid,
     latent_scatter,
     latent_walk,
@@ -13,6 +14,7 @@ from .figures import (
 
 __all__ = [
     "class_rows",
+    "estimator_comparison",
     "image_grid",
     "latent_scatter",
     "latent_walk",

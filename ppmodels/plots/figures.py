@@ -155,3 +155,26 @@ def predictive_bands(x, method_means, x_train=None, y_train=None, title="posteri
     ax.set_title(title)
     ax.legend(fontsize=8)
     return fig
+
+
+def estimator_comparison(comparison, title="ELBO estimators on one model"):
+    """Training loss per epoch for each estimator, and the test log-likelihood of each."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    names = [r.estimator for r in comparison.results]
+    for r in comparison.results:
+        left.plot(np.arange(1, len(r.train_loss) + 1), r.train_loss, label=r.estimator)
+    left.set_xlabel("epoch")
+    left.set_ylabel("training loss, each estimator's own objective\n(nats per sample)")
+    left.legend(fontsize=8)
+    left.grid(alpha=0.3)
+    values = [r.test_log_likelihood for r in comparison.results]
+    errors = [r.test_log_likelihood_stderr for r in comparison.results]
+    right.errorbar(names, values, yerr=errors, fmt="o", capsize=4)
+    low = min(v - e for v, e in zip(values, errors))
+    high = max(v + e for v, e in zip(values, errors))
+    pad = max(high - low, 1e-3) * 0.5
+    right.set_ylim(low - pad, high + pad)
+    right.set_ylabel(f"test log-likelihood, K={comparison.eval_samples}")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

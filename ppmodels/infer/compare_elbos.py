@@ -1,0 +1,166 @@
+"""Comparing ELBO estimators on one model/guide pair: same start, same seeds, same budget."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from dataclasses import dataclass, field
+
+import pyro
+import torch
+
+from .._validate import check_positive_int
+from .data import as_args, make_batches
+from .elbo import Objective, get_elbo
+from .evaluate import elbo as elbo_per_sample
+from .evaluate import log_likelihood
+from .fit import fit
+
+
+def gradient_variance(pair, batch, elbo, repeats: int = 20, seed: int = 0) -> float:
+    """Mean over parameter coordinates of the variance, across ``repeats`` draws, of the
+    estimator's gradient on one fixed ``batch`` at the pair's current parameters."""
+    repeats = check_positive_int(repeats, "repeats")
+    if repeats < 2:
+        raise ValueError(f"`repeats` must be at least 2 to estimate a variance, but got {repeats}")
+    objective = Objective(get_elbo(elbo) if isinstance(elbo, str) else elbo, pair.model, pair.guide)
+    params = [p for p in pair.parameters() if p.requires_grad]
+    batch = as_args(batch)
+    args, kwargs = (batch, {}) if isinstance(batch, tuple) else ((), batch)
+    grads = []
+    devices = [params[0].device] if params and params[0].device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), pyro.validation_enabled(False):
+        pyro.set_rng_seed(seed)
+        for _ in range(repeats):
+            for p in params:
+                p.grad = None
+            objective.loss_and_grads(args, kwargs)
+            grads.append(
+                torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
+            )
+    for p in params:
+        p.grad = None
+    return float(torch.stack(grads).var(dim=0).mean())
+
+
+@dataclass
+class EstimatorResult:
+    estimator: str
+    train_loss: list
+    seconds: float
+    seconds_per_epoch: float
+    test_elbo: float
+    test_log_likelihood: float
+    test_log_likelihood_stderr: float
+    gradient_variance: float
+
+
+@dataclass
+class ElboComparison:
+    """What :func:`compare_elbos` returns; ``to_markdown()``, ``to_dict()``, ``to_json()``."""
+
+    results: list = field(default_factory=list)
+    eval_samples: int = 1000
+
+    def to_dict(self) -> dict:
+        return {"eval_samples": self.eval_samples, "rows": [vars(r) for r in self.results]}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def to_markdown(self) -> str:
+        lines = [
+            f"| estimator | test log-lik (K={self.eval_samples}) | test ELBO | gradient variance | train s | s/epoch |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in self.results:
+            lines.append(
+                f"| {r.estimator} | {r.test_log_likelihood:.3f} ± {r.test_log_likelihood_stderr:.3f} | "
+                f"{r.test_elbo:.3f} | {r.gradient_variance:.4g} | {r.seconds:.1f} | "
+                f"{r.seconds_per_epoch:.3f} |"
+            )
+        return "\n".join(lines) + "\n"
+
+
+def compare_elbos(
+    pair,
+    train,
+    test,
+    estimators=("trace", "meanfield", "iwae"),
+    *,
+    epochs: int = 10,
+    batch_size: int | None = 128,
+    num_particles: int | None = None,
+    lr: float = 1e-3,
+    eval_samples: int = 1000,
+    gradient_repeats: int = 20,
+    seed: int = 0,
+    progress=None,
+    device=None,
+) -> ElboComparison:
+    """Train copies of ``pair`` (same initial parameters) with each estimator, same seed and
+    budget, and evaluate them alike.
+
+    :param pair: a model/guide ``nn.Module``; each estimator trains a deep copy of it.
+    :param train: training data, as for :func:`fit`.
+    :param test: held-out data for the importance-weighted log-likelihood (``eval_samples``
+        draws), the ELBO (Trace, one draw averaged over 10) and the gradient variance (on the
+        first test batch, ``gradient_repeats`` draws, at the trained parameters).
+    :param estimators: names (see :data:`ppmodels.infer.ELBO_NAMES`).
+    :returns: :class:`ElboComparison`.
+    """
+    check_positive_int(epochs, "epochs")
+    check_positive_int(eval_samples, "eval_samples")
+    estimators = list(estimators)
+    if not estimators:
+        raise ValueError("`estimators` is empty: name at least one estimator")
+    for name in estimators:  # validate every name and its options before any training
+        get_elbo(name, num_particles if name not in ("trace", "meanfield", "tracegraph") else None)
+    first_test = next(iter(make_batches(test, batch_size, shuffle=False, name="test")))
+    comparison = ElboComparison(eval_samples=eval_samples)
+    # one untimed step first, so that one-off start-up costs do not land on the first estimator
+    fit(
+        copy.deepcopy(pair),
+        first_test,
+        epochs=1,
+        batch_size=None,
+        elbo="trace",
+        seed=seed,
+        progress=False,
+        device=device,
+    )
+    for name in estimators:
+        candidate = copy.deepcopy(pair)
+        particles = num_particles if name not in ("trace", "meanfield", "tracegraph") else None
+        start = time.perf_counter()
+        result = fit(
+            candidate,
+            train,
+            epochs=epochs,
+            batch_size=batch_size,
+            elbo=name,
+            num_particles=particles,
+            lr=lr,
+            seed=seed,
+            progress=progress,
+            device=device,
+        )
+        seconds = time.perf_counter() - start
+        ll = log_likelihood(candidate, test, num_samples=eval_samples, seed=seed, device=device)
+        test_elbo = elbo_per_sample(candidate, test, num_samples=10, seed=seed, device=device)
+        variance = gradient_variance(candidate, first_test, get_elbo(name, particles), gradient_repeats, seed)
+        comparison.results.append(
+            EstimatorResult(
+                estimator=name,
+                train_loss=result.train_loss,
+                seconds=seconds,
+                seconds_per_epoch=sum(result.epoch_seconds) / len(result.epoch_seconds),
+                test_elbo=float(test_elbo.mean()),
+                test_log_likelihood=float(ll.mean()),
+                test_log_likelihood_stderr=float(ll.std() / math.sqrt(len(ll))),
+                gradient_variance=variance,
+            )
+        )
+    return comparison
