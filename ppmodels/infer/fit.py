@@ -69,6 +69,10 @@ def _check_pair(pair):
 
 
 def _parameters(pair):
+    """What the ELBO's optimizer trains: ``pair.elbo_parameters()`` when the pair defines it
+    (e.g. a VAE-GAN leaves its discriminator to its own update), else all module parameters."""
+    if callable(getattr(pair, "elbo_parameters", None)):
+        return list(pair.elbo_parameters())
     return list(pair.parameters()) if isinstance(pair, torch.nn.Module) else []
 
 
@@ -145,9 +149,11 @@ def fit(
 
     :param pair: anything with ``.model(*batch)`` and ``.guide(*batch)``; a
         ``torch.nn.Module`` whose parameters are trained (``pyro.param`` sites met in the
-        first step are trained too). If the pair has ``num_data`` (as ppmodels pairs do),
-        it is set to the number of training samples so that mini-batches are scaled to the
-        whole data set.
+        first step are trained too). A pair may define ``elbo_parameters()`` to restrict what
+        the optimizer trains, and ``adversary_step(*batch)``, run before every ELBO step (a
+        GAN discriminator's update, as :class:`ppmodels.models.VAEGAN` does). If the pair has
+        ``num_data`` (as ppmodels pairs do), it is set to the number of training samples so
+        that mini-batches are scaled to the whole data set.
     :param data: a tensor, a tuple of tensors, a ``Dataset``, a ``DataLoader`` or a
         re-iterable of batches; a batch is a tuple (positional arguments) or a dict (keyword
         arguments).
@@ -206,6 +212,7 @@ def fit(
     ):
         make_optimizer(optimizer, [], lr)  # raises the TypeError now, before any work
     module_params = _parameters(pair)
+    adversary_step = getattr(pair, "adversary_step", None)
     _check_estimator_preconditions(loss, module_params, train, batch_size, pair)
     resume_state = None
     result = FitResult(num_data=train.num_data, estimator=estimator_name(loss))
@@ -283,6 +290,8 @@ def fit(
                             step + 1,
                         )
 
+                if adversary_step is not None:  # e.g. a GAN discriminator's update, before the ELBO step
+                    adversary_step(*args, **kwargs)
                 if first_step:
                     for p in module_params:
                         p.grad = None

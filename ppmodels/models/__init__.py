@@ -3,6 +3,7 @@
 from ._plate import DataSizeMixin
 from .regression import BayesianLinearRegression, BayesianLogisticRegression, BayesianMLPRegression
 from .vae import CVAE, LIKELIHOODS, VAE
+from .vaegan import VAEGAN, sharpness
 
 __all__ = [
     "BayesianLinearRegression",
@@ -12,4 +13,6 @@ __all__ = [
     "DataSizeMixin",
     "LIKELIHOODS",
     "VAE",
+    "VAEGAN",
+    "sharpness",
 ]
