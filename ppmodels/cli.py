@@ -56,6 +56,12 @@ def _add_train_options(p, latent_default, epochs_default, elbo_option=True):
     if elbo_option:
         p.add_argument("--elbo", choices=ELBO_NAMES, default="trace", help="ELBO estimator (default trace)")
     p.add_argument("--num-particles", type=_positive_int, default=None, help="particles per step for the estimator")
+    p.add_argument(
+        "--vectorize-particles",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="draw the particles in one vectorised pass (default: the estimator's own default)",
+    )
     p.add_argument("--epochs", type=_positive_int, default=epochs_default, help=f"epochs (default {epochs_default})")
     p.add_argument("--batch-size", type=_positive_int, default=128)
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
@@ -201,6 +207,7 @@ def run_compare_elbo(args) -> Path:
         epochs=args.epochs,
         batch_size=args.batch_size,
         num_particles=args.num_particles,
+        vectorize_particles=args.vectorize_particles,
         lr=args.lr,
         eval_samples=args.eval_samples,
         seed=args.seed,
@@ -304,6 +311,7 @@ def run_train(model, args) -> Path:
         batch_size=args.batch_size,
         elbo=args.elbo,
         num_particles=args.num_particles,
+        vectorize_particles=args.vectorize_particles,
         lr=args.lr,
         val_data=test,
         seed=args.seed,
@@ -441,6 +449,7 @@ def main(argv=None) -> int:
             likelihood="bernoulli",
             elbo="trace",
             num_particles=None,
+            vectorize_particles=None,
             epochs=args.epochs,
             batch_size=128,
             lr=1e-3,

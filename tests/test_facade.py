@@ -273,3 +273,13 @@ def test_two_facade_vaes_are_independent(data):
     snapshot = [p.detach().clone() for p in b.parameters()]
     infer.SVI(WithLossCell(a, infer.ELBO()), torch.optim.Adam(a.parameters())).run(loader(data), epochs=1)
     assert all(torch.equal(x, y) for x, y in zip(snapshot, b.parameters()))
+
+
+def test_estimator_options_reach_the_engine(data):
+    vae = make_vae()
+    loss = infer.ELBO(estimator="iwae", num_particles=3, vectorize_particles=True)
+    svi = infer.SVI(WithLossCell(vae, loss), torch.optim.Adam(vae.parameters()))
+    svi.run(loader(data), epochs=1)
+    assert svi.result.estimator == "iwae"
+    with pytest.raises(ValueError, match=r"'tailadaptive' needs several vectorised particles"):
+        infer.ELBO(estimator="tailadaptive", num_particles=1)

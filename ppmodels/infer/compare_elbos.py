@@ -93,6 +93,7 @@ def compare_elbos(
     epochs: int = 10,
     batch_size: int | None = 128,
     num_particles: int | None = None,
+    vectorize_particles: bool | None = None,
     lr: float = 1e-3,
     eval_samples: int = 1000,
     gradient_repeats: int = 20,
@@ -108,7 +109,9 @@ def compare_elbos(
     :param test: held-out data for the importance-weighted log-likelihood (``eval_samples``
         draws), the ELBO (Trace, one draw averaged over 10) and the gradient variance (on the
         first test batch, ``gradient_repeats`` draws, at the trained parameters).
-    :param estimators: names (see :data:`ppmodels.infer.ELBO_NAMES`).
+    :param estimators: names (see :data:`ppmodels.infer.ELBO_NAMES`); ``num_particles`` and
+        ``vectorize_particles`` apply to the multi-particle bounds (``iwae``, ``renyi``,
+        ``tailadaptive``), while ``trace``, ``meanfield`` and ``tracegraph`` use one particle.
     :returns: :class:`ElboComparison`.
     """
     check_positive_int(epochs, "epochs")
@@ -117,7 +120,7 @@ def compare_elbos(
     if not estimators:
         raise ValueError("`estimators` is empty: name at least one estimator")
     for name in estimators:  # validate every name and its options before any training
-        get_elbo(name, num_particles if name not in ("trace", "meanfield", "tracegraph") else None)
+        get_elbo(name, num_particles if name not in ("trace", "meanfield", "tracegraph") else None, vectorize_particles)
     first_test = next(iter(make_batches(test, batch_size, shuffle=False, name="test")))
     comparison = ElboComparison(eval_samples=eval_samples)
     # one untimed step first, so that one-off start-up costs do not land on the first estimator
@@ -142,6 +145,7 @@ def compare_elbos(
             batch_size=batch_size,
             elbo=name,
             num_particles=particles,
+            vectorize_particles=vectorize_particles,
             lr=lr,
             seed=seed,
             progress=progress,
@@ -150,7 +154,9 @@ def compare_elbos(
         seconds = time.perf_counter() - start
         ll = log_likelihood(candidate, test, num_samples=eval_samples, seed=seed, device=device)
         test_elbo = elbo_per_sample(candidate, test, num_samples=10, seed=seed, device=device)
-        variance = gradient_variance(candidate, first_test, get_elbo(name, particles), gradient_repeats, seed)
+        variance = gradient_variance(
+            candidate, first_test, get_elbo(name, particles, vectorize_particles), gradient_repeats, seed
+        )
         comparison.results.append(
             EstimatorResult(
                 estimator=name,

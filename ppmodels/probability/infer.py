@@ -56,9 +56,17 @@ class ELBO(nn.Module):
     :param str estimator: Pyro's estimator for the core pair, by name (ppmodels; default
         ``'trace'``, Pyro's ``Trace_ELBO``).
     :param int num_particles: particles for the estimator (ppmodels).
+    :param bool vectorize_particles: draw them in one vectorised pass (ppmodels).
     """
 
-    def __init__(self, latent_prior="Normal", output_prior="Normal", estimator="trace", num_particles=None):
+    def __init__(
+        self,
+        latent_prior="Normal",
+        output_prior="Normal",
+        estimator="trace",
+        num_particles=None,
+        vectorize_particles=None,
+    ):
         super().__init__()
         if latent_prior != "Normal":
             raise ValueError(f"The values of latent_prior now only support Normal, but got {latent_prior!r}")
@@ -67,9 +75,10 @@ class ELBO(nn.Module):
                 "The values of output_dis now only support Normal (ppmodels also accepts "
                 f"'Bernoulli'), but got {output_prior!r}"
             )
-        _infer.get_elbo(estimator, num_particles)  # validate the name and options now
+        _infer.get_elbo(estimator, num_particles, vectorize_particles)  # validate the name and options now
         self.latent_prior, self.output_prior = latent_prior, output_prior
         self.estimator, self.num_particles = estimator, num_particles
+        self.vectorize_particles = vectorize_particles
         self.recon_loss = nn.MSELoss(reduction="sum") if output_prior == "Normal" else _BCESum()
         self.posterior = _Distribution()
         self.sum = torch.sum
@@ -208,6 +217,7 @@ class SVI:
                 epochs=epochs,
                 elbo=loss_fn.estimator,
                 num_particles=loss_fn.num_particles,
+                vectorize_particles=loss_fn.vectorize_particles,
                 optimizer=self.optimizer,
                 seed=seed,
                 progress=progress,
