@@ -277,9 +277,14 @@ def test_two_facade_vaes_are_independent(data):
 
 def test_estimator_options_reach_the_engine(data):
     vae = make_vae()
-    loss = infer.ELBO(estimator="iwae", num_particles=3, vectorize_particles=True)
+    loss = infer.ELBO(estimator="iwae", num_particles=3, vectorize_particles=False)
     svi = infer.SVI(WithLossCell(vae, loss), torch.optim.Adam(vae.parameters()))
     svi.run(loader(data), epochs=1)
     assert svi.result.estimator == "iwae"
+    # MindSpore-style decoders reshape with -1, folding vectorised particles into the batch
+    vectorised = infer.ELBO(estimator="iwae", num_particles=3, vectorize_particles=True)
+    svi = infer.SVI(WithLossCell(vae, vectorised), torch.optim.Adam(vae.parameters()))
+    with pytest.raises(ValueError, match=r"it folded 3 vectorised particles into the batch"):
+        svi.run(loader(data), epochs=1)
     with pytest.raises(ValueError, match=r"'tailadaptive' needs several vectorised particles"):
         infer.ELBO(estimator="tailadaptive", num_particles=1)

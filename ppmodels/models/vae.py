@@ -133,6 +133,13 @@ class VAE(DataSizeMixin, nn.Module):
 
     def _check_decoded(self, out, x):
         if out.shape[out.dim() - x.dim() :] != x.shape:
+            if out.dim() == x.dim() and out.shape[0] % x.shape[0] == 0 and out.shape[0] > x.shape[0]:
+                raise ValueError(
+                    f"the decoder returned shape {tuple(out.shape)} for a batch of shape {tuple(x.shape)}: it folded "
+                    f"{out.shape[0] // x.shape[0]} vectorised particles into the batch. With vectorize_particles=True "
+                    "the decoder receives z of shape (P, B, latent_dim) and must keep the leading dimensions (reshape "
+                    "with z.shape[:-1] + event_shape, not -1); or train with vectorize_particles=False"
+                )
             raise ValueError(
                 f"the decoder returned shape {tuple(out.shape)} but the data batch has shape {tuple(x.shape)}; "
                 "the decoder must map (B, latent_dim) to the shape of one batch of data. Try one of: "
