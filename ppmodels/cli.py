@@ -187,11 +187,7 @@ PROBLEMS = {
 
 
 def run_compare_elbo(args) -> Path:
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    image_size = args.image_size or (28 if args.data == "digits" else None)
-    data = datasets.load(args.data, image_size=image_size, download=args.download)
-    out = Path(args.out or f"runs/compare-elbo-{data.name}")
-    out.mkdir(parents=True, exist_ok=True)
+    device, data, out = _setup(args, "runs/compare-elbo-{data}")
     torch.manual_seed(args.seed)
     pair = _build("vae", args, data)
     print(
@@ -288,12 +284,18 @@ def _build(model, args, data):
     return models.VAE(encoder, decoder, latent, **kwargs)
 
 
-def run_train(model, args) -> Path:
+def _setup(args, default_out):
+    """The device, the data set and the output folder that a training command's options name."""
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     image_size = args.image_size or (28 if args.data == "digits" else None)
     data = datasets.load(args.data, image_size=image_size, download=args.download)
-    out = Path(args.out or f"runs/{model}-{data.name}")
+    out = Path(args.out or default_out.format(data=data.name))
     out.mkdir(parents=True, exist_ok=True)
+    return device, data, out
+
+
+def run_train(model, args) -> Path:
+    device, data, out = _setup(args, f"runs/{model}-{{data}}")
     pair = _build(model, args, data)
     labelled = model == "cvae"
     train = (data.train_x, data.train_y) if labelled else (data.train_x,)
