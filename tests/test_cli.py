@@ -72,3 +72,10 @@ def test_bad_arguments_give_clear_errors(tmp_path, capsys):
     assert "must be a positive int, got 0" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="no checkpoint at"):
         main(["sample", str(tmp_path)])
+
+
+def test_demo_smoke(tmp_path):
+    assert main(["demo", "--epochs", "1", "--out", str(tmp_path / "demo")]) == 0
+    metrics = json.loads((tmp_path / "demo" / "metrics.json").read_text())
+    assert metrics["latent_dim"] == 2 and metrics["data"] == "digits"
+    assert (tmp_path / "demo" / "latent_walk.png").stat().st_size > 0
