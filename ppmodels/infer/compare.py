@@ -238,34 +238,33 @@ class _Pair(torch.nn.Module):
         return self._guide_fn(*args)
 
 
-def mean_functions(model_fn, site_samples, args, site="y", max_draws=300):
-    """The mean of the observed ``site``'s distribution under posterior draws: ``(S, N)``."""
+def _traces_under_draws(model_fn, site_samples, args, max_draws):
+    """Traces of the model conditioned on up to ``max_draws`` evenly spaced posterior draws."""
     s_total = next(iter(site_samples.values())).shape[0]
     idx = torch.linspace(0, s_total - 1, min(max_draws, s_total)).long()
-    out = []
     with torch.no_grad():
         for i in idx.tolist():
             conditioned = poutine.condition(model_fn, data={k: v[i] for k, v in site_samples.items()})
-            out.append(poutine.trace(conditioned).get_trace(*args).nodes[site]["fn"].mean)
-    return torch.stack(out)
+            yield prune_subsample_sites(poutine.trace(conditioned).get_trace(*args))
+
+
+def mean_functions(model_fn, site_samples, args, site="y", max_draws=300):
+    """The mean of the observed ``site``'s distribution under posterior draws: ``(S, N)``."""
+    return torch.stack([t.nodes[site]["fn"].mean for t in _traces_under_draws(model_fn, site_samples, args, max_draws)])
 
 
 def _predictive_log_likelihood(model_fn, site_samples, test, max_draws=500):
     """mean over test points of log (1/S) sum_s p(y_i | theta_s)."""
-    s_total = next(iter(site_samples.values())).shape[0]
-    idx = torch.linspace(0, s_total - 1, min(max_draws, s_total)).long()
     per_draw = []
-    with torch.no_grad():
-        for i in idx.tolist():
-            conditioned = poutine.condition(model_fn, data={k: v[i] for k, v in site_samples.items()})
-            trace = prune_subsample_sites(poutine.trace(conditioned).get_trace(*test))
-            trace.compute_log_prob()
-            observed = [
+    for trace in _traces_under_draws(model_fn, site_samples, test, max_draws):
+        trace.compute_log_prob()
+        per_draw.append(
+            sum(
                 site["log_prob"]
                 for site in trace.nodes.values()
                 if site["type"] == "sample" and site["is_observed"] and site["name"] not in site_samples
-            ]
-            per_draw.append(sum(observed))
+            )
+        )
     lp = torch.stack(per_draw)  # (S, N_test)
     return float((torch.logsumexp(lp, dim=0) - math.log(lp.shape[0])).mean())
 

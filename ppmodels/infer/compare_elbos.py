@@ -14,8 +14,8 @@ import torch
 from .._validate import check_positive_int
 from .data import as_args, make_batches
 from .elbo import Objective, get_elbo
+from .evaluate import _seeded, log_likelihood
 from .evaluate import elbo as elbo_per_sample
-from .evaluate import log_likelihood
 from .fit import fit
 
 
@@ -30,9 +30,7 @@ def gradient_variance(pair, batch, elbo, repeats: int = 20, seed: int = 0) -> fl
     batch = as_args(batch)
     args, kwargs = (batch, {}) if isinstance(batch, tuple) else ((), batch)
     grads = []
-    devices = [params[0].device] if params and params[0].device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices), pyro.validation_enabled(False):
-        pyro.set_rng_seed(seed)
+    with _seeded(seed, params[0].device if params else None), pyro.validation_enabled(False):
         for _ in range(repeats):
             for p in params:
                 p.grad = None
