@@ -26,12 +26,12 @@ import json
 import math
 import platform
 import statistics
-import time
 from pathlib import Path
 
 import pyro
 import torch
 import torch.nn as nn
+from _paired import clock, paired, rotations, since
 
 from ppmodels.data import digits
 from ppmodels.infer import fit, log_likelihood
@@ -60,15 +60,6 @@ class Decoder(nn.Module):
         return torch.sigmoid(self.fc(z)).reshape(-1, 1, 32, 32)
 
 
-def _clock():
-    return time.perf_counter(), time.process_time()
-
-
-def _since(start):
-    """(wall seconds, CPU seconds of this process) since ``start``."""
-    return time.perf_counter() - start[0], time.process_time() - start[1]
-
-
 def build(seed):
     torch.manual_seed(seed)
     return dpn.VAE(Encoder(), Decoder(), hidden_size=400, latent_size=20)
@@ -82,13 +73,13 @@ def batches(x, seed):
 
 def train_facade(vae, x, epochs, seed):
     svi = SVI(WithLossCell(vae, ELBO()), torch.optim.Adam(vae.trainable_params(), lr=1e-3))
-    t = _clock()
+    t = clock()
     svi.run(batches(x, seed), epochs=epochs, seed=seed, progress=False)
-    return _since(t)
+    return since(t)
 
 
 def train_fit(vae, x, epochs, seed):
-    t = _clock()
+    t = clock()
     fit(
         vae.core(),
         batches(x, seed),
@@ -97,7 +88,7 @@ def train_fit(vae, x, epochs, seed):
         seed=seed,
         progress=False,
     )
-    return _since(t)
+    return since(t)
 
 
 def train_hand(vae, x, epochs, seed):
@@ -108,7 +99,7 @@ def train_hand(vae, x, epochs, seed):
     sigma = math.sqrt(0.5)
     std_normal = torch.distributions.Normal(0.0, 1.0, validate_args=False)
     data = batches(x, seed)  # one shuffling generator across epochs, as fit and SVI.run have
-    t = _clock()
+    t = clock()
     for _ in range(epochs):
         for (xb,) in data:
             h = vae.encoder(xb)
@@ -124,10 +115,11 @@ def train_hand(vae, x, epochs, seed):
             opt.step()
             if not math.isfinite(loss.item()):
                 raise FloatingPointError("loss is not finite")
-    return _since(t)
+    return since(t)
 
 
-METHODS = {"(a) facade SVI.run": train_facade, "(b) ppmodels.infer.fit": train_fit, "(c) hand-written loop": train_hand}
+HAND = "(c) hand-written loop"
+METHODS = {"(a) facade SVI.run": train_facade, "(b) ppmodels.infer.fit": train_fit, HAND: train_hand}
 
 
 def main():
@@ -146,9 +138,8 @@ def main():
     wall = {name: [] for name in METHODS}
     cpu = {name: [] for name in METHODS}
     train_hand(build(0), x, 1, 0)  # warm up the allocator and kernels once
-    names = list(METHODS)
-    for r in range(args.rounds):
-        for name in names[r % 3 :] + names[: r % 3]:
+    for r, order in rotations(METHODS, args.rounds):
+        for name in order:
             w, c = METHODS[name](build(r), x, args.epochs, seed=r)
             wall[name].append(n * args.epochs / w)
             cpu[name].append(n * args.epochs / c)
@@ -160,11 +151,6 @@ def main():
             train(vae, x, args.quality_epochs, seed=seed)
             scores.append(float(log_likelihood(vae.core(), x_test, num_samples=args.eval_samples, seed=0).mean()))
         quality[name] = (statistics.mean(scores), statistics.stdev(scores) if len(scores) > 1 else float("nan"))
-
-    def paired(rates, name):
-        ratios = sorted(a / b for a, b in zip(rates[name], rates["(c) hand-written loop"]))
-        q1, _, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else (ratios[0],) * 3
-        return statistics.median(ratios), q1, q3
 
     rows = []
     print(
@@ -178,7 +164,7 @@ def main():
     )
     print("|---|---|---|---|---|")
     for name in METHODS:
-        rw, cw = paired(wall, name), paired(cpu, name)
+        rw, cw = paired(wall, name, HAND), paired(cpu, name, HAND)
         ll, se = quality[name]
         rows.append(
             {

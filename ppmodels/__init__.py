@@ -1,6 +1,6 @@
 """ppmodels: deep generative models and Bayesian networks as Pyro model/guide pairs.
 
-Subpackages: ``data``, ``nn``, ``models``, ``infer``, ``plots``, and the MindSpore-named
+Subpackages: ``data``, ``nn``, ``models``, ``infer``, ``toolbox``, ``plots``, and the MindSpore-named
 facade ``probability``.
 """
 

@@ -9,6 +9,7 @@ PACKAGES = [
     "ppmodels.models",
     "ppmodels.infer",
     "ppmodels.plots",
+    "ppmodels.toolbox",
     "ppmodels.probability",
 ]
 

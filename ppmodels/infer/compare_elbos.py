@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 import pyro
 import torch
 
+from .._random import seeded as _seeded
 from .._validate import check_positive_int
 from .data import as_args, make_batches
 from .elbo import Objective, get_elbo
-from .evaluate import _seeded, log_likelihood
 from .evaluate import elbo as elbo_per_sample
+from .evaluate import log_likelihood
 from .fit import fit
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import pyro
@@ -10,6 +9,7 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites
 
+from .._random import seeded as _seeded
 from .._validate import check_positive_int
 from .data import as_args, batch_size_of, make_batches, to_device
 
@@ -74,17 +74,6 @@ def log_weights(pair, batch, num_samples: int = 1, plate: str = "data") -> torch
     if lq is not None:
         lw = lw - lq
     return lw.reshape(k, b)
-
-
-@contextlib.contextmanager
-def _seeded(seed, device):
-    if seed is None:
-        yield
-        return
-    devices = [device] if device is not None and torch.device(device).type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        pyro.set_rng_seed(seed)
-        yield
 
 
 def _per_sample(pair, data, num_samples, batch_size, seed, device, plate, reduce):

@@ -6,7 +6,7 @@ MindSpore has Cells. ``WithLossCell`` and ``TrainOneStepCell`` (``mindspore.nn``
 MindSpore) live here too.
 """
 
-from . import dpn, infer
+from . import bnn_layers, dpn, infer, transforms
 from .cells import TrainOneStepCell, WithLossCell
 
-__all__ = ["TrainOneStepCell", "WithLossCell", "dpn", "infer"]
+__all__ = ["TrainOneStepCell", "WithLossCell", "bnn_layers", "dpn", "infer", "transforms"]

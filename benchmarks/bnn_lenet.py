@@ -1,0 +1,191 @@
+"""Bayesian LeNet-5 on the digits at 32x32: ppmodels (core `fit` and the MindSpore facade)
+against a hand-written Bayes-by-Backprop loop, and the deterministic LeNet-5 beside them.
+
+Workload: LeNet-5 (two 5x5 convolutions without bias, dense 400-120-84-10), every weight
+random with a N(0, 1) prior and a mean-field Normal posterior (softplus scale, initial scale
+2.5e-3, means from PyTorch's default initialisation), batch 64, Adam 3e-3, the full ELBO: the
+batch's log-likelihood scaled by N / B plus the single-draw Monte Carlo estimate
+``log p(w) - log q(w)``, which is exactly what Pyro's ``Trace_ELBO`` computes for this pair.
+
+- (a) facade: ``bnn_layers.WithBNNLossCell`` + ``TrainOneStepCell`` on the facade's
+  ``BNNLeNet5`` (``dnn_factor=N``, ``bnn_factor=1``: the data term is the mean
+  cross-entropy times N, so the loss is the same full ELBO), stepped batch by batch as the
+  seed program does.
+- (b) core: ``ppmodels.infer.fit`` on ``ppmodels.models.BayesianLeNet5``.
+- (c) hand-written: the same arithmetic with plain tensors and ``torch.func.functional_call``.
+
+All three start from the same posterior and consume the same batches. Throughput: paired
+rounds (see ``_paired.py``), each training a fresh model ``--epochs`` epochs with every
+method. Quality: each method trains ``--quality-epochs`` epochs (the issue's budget is 20)
+from ``--quality-seeds`` starts; accuracy, NLL and ECE (15 bins) of the posterior
+predictive (``--eval-samples`` weight draws) on the 360 test digits.
+
+    python benchmarks/bnn_lenet.py                  # ~8 minutes on 2 cores
+    python benchmarks/bnn_lenet.py --rounds 2 --epochs 1 --quality-epochs 1 --quality-seeds 1   # quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+from pathlib import Path
+
+import pyro
+import torch
+import torch.nn.functional as F
+from _paired import clock, paired, rotations, since
+
+from ppmodels.data import digits
+from ppmodels.infer import fit
+from ppmodels.infer.data import TensorBatches
+from ppmodels.models import BayesianLeNet5
+from ppmodels.nn import LeNet5
+from ppmodels.toolbox import accuracy, expected_calibration_error, negative_log_likelihood
+
+BATCH = 64
+LR = 3e-3
+
+
+def batches(x, y, seed):
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return TensorBatches((x, y), BATCH, shuffle=True, generator=g)
+
+
+def build(seed):
+    torch.manual_seed(seed)
+    return BayesianLeNet5(10)
+
+
+def train_fit(bnn, x, y, epochs, seed):
+    t = clock()
+    fit(bnn, batches(x, y, seed), epochs=epochs, lr=LR, seed=seed, progress=False)
+    return since(t)
+
+
+def train_hand(bnn, x, y, epochs, seed):
+    """Bayes by Backprop written out by hand on the pair's own posterior tensors."""
+    pyro.set_rng_seed(seed)
+    net = LeNet5(10)
+    names = bnn.posterior.names
+    locs, rhos = list(bnn.posterior.loc), list(bnn.posterior.rho)
+    opt = torch.optim.Adam(list(bnn.parameters()), lr=LR)
+    n = x.shape[0]
+    prior = torch.distributions.Normal(0.0, 1.0, validate_args=False)
+    data = batches(x, y, seed)
+    t = clock()
+    for _ in range(epochs):
+        for xb, yb in data:
+            weights, log_ratio = {}, 0.0
+            for name, loc, rho in zip(names, locs, rhos):
+                scale = F.softplus(rho)
+                w = loc + scale * torch.randn_like(loc)
+                weights[name] = w
+                q = torch.distributions.Normal(loc, scale, validate_args=False)
+                log_ratio = log_ratio + prior.log_prob(w).sum() - q.log_prob(w).sum()
+            logits = torch.func.functional_call(net, weights, (xb,))
+            log_lik = -F.cross_entropy(logits, yb, reduction="sum") * (n / xb.shape[0])
+            loss = -(log_lik + log_ratio)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return since(t)
+
+
+HAND = "(c) hand-written loop"
+METHODS = {"(b) ppmodels.infer.fit": train_fit, HAND: train_hand}
+
+
+def deterministic_lenet(x, y, x_test, y_test, epochs, seed):
+    torch.manual_seed(seed)
+    net = LeNet5(10)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    for _ in range(epochs):
+        for xb, yb in batches(x, y, seed):
+            opt.zero_grad()
+            F.cross_entropy(net(xb), yb).backward()
+            opt.step()
+    with torch.no_grad():
+        probs = net.eval()(x_test).softmax(-1)
+    return probs
+
+
+def scores(probs, y):
+    return {
+        "accuracy": accuracy(probs, y),
+        "nll": negative_log_likelihood(probs, y),
+        "ece": expected_calibration_error(probs, y),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--epochs", type=int, default=4, help="epochs per timed run")
+    parser.add_argument("--quality-epochs", type=int, default=20)
+    parser.add_argument("--quality-seeds", type=int, default=3)
+    parser.add_argument("--eval-samples", type=int, default=100)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "bnn_lenet.json"))
+    args = parser.parse_args()
+
+    data = digits(image_size=32)
+    x, y, x_test, y_test = data.train_x, data.train_y, data.test_x, data.test_y
+    n = x.shape[0]
+    train_hand(build(0), x, y, 1, 0)  # warm up kernels and the optimizer import once
+    wall = {name: [] for name in METHODS}
+    cpu = {name: [] for name in METHODS}
+    for r, order in rotations(METHODS, args.rounds):
+        for name in order:
+            w, c = METHODS[name](build(r), x, y, args.epochs, seed=r)
+            wall[name].append(n * args.epochs / w)
+            cpu[name].append(n * args.epochs / c)
+
+    quality = {name: [] for name in [*METHODS, "deterministic LeNet-5"]}
+    for seed in range(1000, 1000 + args.quality_seeds):
+        for name, train in METHODS.items():
+            bnn = build(seed)
+            train(bnn, x, y, args.quality_epochs, seed=seed)
+            quality[name].append(scores(bnn.predict(x_test, args.eval_samples, seed=0).samples, y_test))
+        probs = deterministic_lenet(x, y, x_test, y_test, args.quality_epochs, seed)
+        quality["deterministic LeNet-5"].append(scores(probs, y_test))
+
+    def summary(rows, key):
+        values = [row[key] for row in rows]
+        sd = statistics.stdev(values) if len(values) > 1 else float("nan")
+        return statistics.mean(values), sd
+
+    print(
+        f"\nBayesian LeNet-5, digits 32x32 (N={n}, test {len(y_test)}), batch {BATCH}, torch {torch.__version__}, "
+        f"pyro {pyro.__version__}, {torch.get_num_threads()} threads, {args.rounds} rounds x {args.epochs} epochs\n"
+    )
+    print(
+        "| method | samples per wall s (median) | ratio to (c), wall: median [IQR] | ratio to (c), CPU: median [IQR] "
+        f"| accuracy | NLL | ECE (after {args.quality_epochs} epochs; mean ± sd over {args.quality_seeds} seeds) |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    rows = []
+    for name in quality:
+        acc, nll, ece = (summary(quality[name], k) for k in ("accuracy", "nll", "ece"))
+        row = {"method": name, "quality": quality[name]}
+        timing = "| – | – | – "
+        if name in METHODS:
+            rw, cw = paired(wall, name, HAND), paired(cpu, name, HAND)
+            row.update(samples_per_second=statistics.median(wall[name]), wall_ratio=rw, cpu_ratio=cw)
+            row.update(wall_rounds=wall[name], cpu_rounds=cpu[name])
+            timing = (
+                f"| {statistics.median(wall[name]):,.0f} | {rw[0]:.3f} [{rw[1]:.3f}, {rw[2]:.3f}] "
+                f"| {cw[0]:.3f} [{cw[1]:.3f}, {cw[2]:.3f}] "
+            )
+        rows.append(row)
+        print(
+            f"| {name} {timing}| {acc[0]:.4f} ± {acc[1]:.4f} | {nll[0]:.4f} ± {nll[1]:.4f} "
+            f"| {ece[0]:.4f} ± {ece[1]:.4f} |"
+        )
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"args": vars(args), "machine": platform.platform(), "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

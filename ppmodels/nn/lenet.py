@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .._spec import recorded
+from .._validate import check_positive_int
+
+
+@recorded
+class LeNet5(nn.Module):
+    """LeNet-5 as in MindSpore's model zoo: two 5x5 valid convolutions (6 and 16 channels,
+    no bias) each followed by ReLU and 2x2 max pooling, then dense layers 400-120-84-classes.
+
+    :param int num_classes: number of outputs (logits).
+    :param int in_channels: image channels.
+    :param int image_size: 32 (the classic input) or 28 (the first convolution then pads by 2).
+
+    >>> LeNet5(10)(torch.zeros(2, 1, 32, 32)).shape
+    torch.Size([2, 10])
+    """
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, image_size: int = 32):
+        super().__init__()
+        self.num_classes = check_positive_int(num_classes, "num_classes")
+        self.in_channels = check_positive_int(in_channels, "in_channels")
+        if isinstance(image_size, bool) or not isinstance(image_size, int):
+            raise TypeError(f"`image_size` must be 28 or 32, but got {image_size!r} ({type(image_size).__name__})")
+        if image_size not in (28, 32):
+            raise ValueError(f"`image_size` must be 28 or 32, but got {image_size}")
+        self.image_size = size = image_size
+        self.conv1 = nn.Conv2d(in_channels, 6, 5, padding=2 if size == 28 else 0, bias=False)
+        self.conv2 = nn.Conv2d(6, 16, 5, bias=False)
+        self.fc1 = nn.Linear(16 * 5 * 5, 120)
+        self.fc2 = nn.Linear(120, 84)
+        self.fc3 = nn.Linear(84, num_classes)
+        self.relu = nn.ReLU()
+        self.pool = nn.MaxPool2d(2, 2)
+        self.flatten = nn.Flatten()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(self.relu(self.conv1(x)))
+        x = self.pool(self.relu(self.conv2(x)))
+        x = self.flatten(x)
+        x = self.relu(self.fc1(x))
+        x = self.relu(self.fc2(x))
+        return self.fc3(x)
