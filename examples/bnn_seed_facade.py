@@ -10,16 +10,18 @@ where the seed has 60000. With the KL the right way round (KL(q||p); MindSpore c
 KL(p||q)), ``bnn_factor=1`` gives the full negative ELBO; the seed's ``1e-6`` would make
 the network all but deterministic.
 
-    python examples/bnn_seed_facade.py --epochs 10
+    python examples/bnn_seed_facade.py --epochs 10 --out runs/bnn-seed
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from ppmodels import plots
 from ppmodels.data import digits
 from ppmodels.infer.data import TensorBatches
 from ppmodels.probability import TrainOneStepCell, WithLossCell, bnn_layers, transforms
@@ -99,7 +101,9 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="runs/bnn-seed", help="folder for the figure")
     args = parser.parse_args(argv)
+    history = {}
     torch.manual_seed(args.seed)
     data = digits(image_size=32)
     n = len(data.train_y)
@@ -113,9 +117,11 @@ def main(argv=None):
     net_with_loss = bnn_layers.WithBNNLossCell(network, criterion, dnn_factor=n, bnn_factor=1)
     train_bnn_network = TrainOneStepCell(net_with_loss, optimizer)
     train_bnn_network.train()
+    history["1. bnn_layers LeNet-5"] = losses = []
     for i in range(args.epochs):
         train_loss, train_acc = train_model(train_bnn_network, network, train_set)
         valid_acc = validate_model(network, test_set)
+        losses.append(train_loss / n)
         print(
             f"Epoch: {i} \tTraining Loss: {train_loss:.4f} \tTraining Accuracy: {train_acc:.4f} "
             f"\tvalidation Accuracy: {valid_acc:.4f}"
@@ -129,13 +135,23 @@ def main(argv=None):
     bnn_transformer = transforms.TransformToBNN(train_network, dnn_factor=n, bnn_factor=1)
     train_bnn_network = bnn_transformer.transform_to_bnn_model()
     print("transformed:", [type(m).__name__ for m in network.children()])
+    history["2. TransformToBNN LeNet-5"] = losses = []
     for i in range(args.epochs):
         train_loss, train_acc = train_model(train_bnn_network, network, train_set)
         valid_acc = validate_model(network, test_set)
+        losses.append(train_loss / n)
         print(
             f"Epoch: {i} \tTraining Loss: {train_loss:.4f} \tTraining Accuracy: {train_acc:.4f} "
             f"\tvalidation Accuracy: {valid_acc:.4f}"
         )
+    out = Path(args.out)
+    names = list(history)
+    fig = plots.loss_curves(history[names[0]], ylabel="loss / N (nats per training digit)", title="seed programs")
+    fig.axes[0].plot(range(1, len(history[names[1]]) + 1), history[names[1]], label=names[1])
+    fig.axes[0].lines[0].set_label(names[0])
+    fig.axes[0].legend()
+    plots.save(fig, out / "seed_losses.png")
+    print(f"wrote figures to {out.resolve()}")
     return valid_acc
 
 

@@ -79,3 +79,21 @@ def test_demo_smoke(tmp_path):
     metrics = json.loads((tmp_path / "demo" / "metrics.json").read_text())
     assert metrics["latent_dim"] == 2 and metrics["data"] == "digits"
     assert (tmp_path / "demo" / "latent_walk.png").stat().st_size > 0
+
+
+def test_train_bnn_writes_metrics_and_figures(tmp_path):
+    import json
+
+    from ppmodels.cli import main
+
+    out = tmp_path / "bnn"
+    assert main(["train", "bnn", "--epochs", "1", "--eval-samples", "3", "--out", str(out), "--no-progress"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0.0 <= metrics["test_ece"] <= 1.0 and metrics["num_random_weights"] == 61684
+    assert set(metrics["ood_auroc_by_epistemic"]) == {"rotated 90°", "uniform noise"}
+    assert {p.name for p in out.glob("*.png")} == {"loss.png", "reliability.png", "epistemic_ood.png"}
+    converted = tmp_path / "converted"
+    args = ["train", "bnn", "--convert", "--pretrain-epochs", "1", "--epochs", "1", "--eval-samples", "2"]
+    assert main([*args, "--out", str(converted), "--no-progress"]) == 0
+    assert json.loads((converted / "metrics.json").read_text())["pretrain"]["epochs"] == 1
+    assert main(["train", "bnn", "--lr-decay", "0", "--out", str(tmp_path / "x")]) == 2

@@ -8,17 +8,17 @@ from .vaegan import VAEGAN, sharpness
 
 __all__ = [
     "BayesianLeNet5",
-    "BayesianNetwork",
-    "ConversionReport",
-    "Prediction",
-    "to_bayesian",
     "BayesianLinearRegression",
     "BayesianLogisticRegression",
     "BayesianMLPRegression",
+    "BayesianNetwork",
     "CVAE",
+    "ConversionReport",
     "DataSizeMixin",
     "LIKELIHOODS",
+    "Prediction",
     "VAE",
     "VAEGAN",
     "sharpness",
+    "to_bayesian",
 ]

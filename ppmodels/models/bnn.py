@@ -240,7 +240,9 @@ class BayesianNetwork(DataSizeMixin, nn.Module):
         to make random; default all supported layers.
     :param exclude: module-path patterns to leave deterministic.
     :param bool convert_normalization: make normalisation layers' affine parameters random too.
-    :param float init_scale: the posterior standard deviation at the start.
+    :param float init_scale: the posterior standard deviation at the start. Small (the
+        default 0.01) lets the network learn before the noise grows; about 0.1 can leave a
+        LeNet-5 at chance.
     :param float noise_scale: the fixed noise of the ``"normal"`` likelihood (``None``: learned).
     :param float kl_weight: multiplies the KL term (1 gives the ELBO).
     """
@@ -253,7 +255,7 @@ class BayesianNetwork(DataSizeMixin, nn.Module):
         include=None,
         exclude=None,
         convert_normalization: bool = False,
-        init_scale: float = 2.5e-3,
+        init_scale: float = 1e-2,
         noise_scale: float | None = None,
         kl_weight: float = 1.0,
     ):
@@ -431,14 +433,19 @@ class BayesianNetwork(DataSizeMixin, nn.Module):
             return torch.stack([self._call({k: v[i] for k, v in weights.items()}, x) for i in range(num)])
 
     @torch.no_grad()
-    def predict(self, x: torch.Tensor, num_samples: int = 100, seed: int | None = None) -> Prediction:
+    def predict(
+        self, x: torch.Tensor, num_samples: int = 100, seed: int | None = None, batch_size: int | None = None
+    ) -> Prediction:
         """Monte Carlo prediction from ``num_samples`` posterior weight draws, vectorised over
-        the draws where the layers allow (``torch.func.vmap``)."""
+        the draws where the layers allow (``torch.func.vmap``). The same draws serve every
+        input; ``batch_size`` bounds how many inputs go through at once (default all)."""
         check_tensor(x, "x")
+        step = len(x) if batch_size is None else check_positive_int(batch_size, "batch_size")
         was_training = self.training
         self.eval()
         try:
-            out = self._outputs(x, self.sample_weights(num_samples, seed))
+            weights = self.sample_weights(num_samples, seed)
+            out = torch.cat([self._outputs(x[i : i + step], weights) for i in range(0, max(len(x), 1), step)], dim=1)
         finally:
             self.train(was_training)
         if self.likelihood == "categorical":
@@ -471,7 +478,8 @@ def to_bayesian(net: nn.Module, **options) -> BayesianNetwork:
 @recorded
 class BayesianLeNet5(BayesianNetwork):
     """LeNet-5 (:class:`ppmodels.nn.LeNet5`) with every weight random, as a model/guide pair
-    with a categorical likelihood. Options as for :class:`BayesianNetwork`.
+    with a categorical likelihood. ``input_mean``/``input_std`` standardise the input inside
+    the network (so predictions take raw images). Options as for :class:`BayesianNetwork`.
 
     >>> BayesianLeNet5(10).predict(torch.zeros(2, 1, 32, 32), num_samples=3).samples.shape
     torch.Size([3, 2, 10])
@@ -482,10 +490,15 @@ class BayesianLeNet5(BayesianNetwork):
         num_classes: int = 10,
         in_channels: int = 1,
         image_size: int = 32,
+        input_mean: float = 0.0,
+        input_std: float = 1.0,
         prior=None,
-        init_scale: float = 2.5e-3,
+        init_scale: float = 1e-2,
         kl_weight: float = 1.0,
     ):
         super().__init__(
-            LeNet5(num_classes, in_channels, image_size), prior=prior, init_scale=init_scale, kl_weight=kl_weight
+            LeNet5(num_classes, in_channels, image_size, input_mean, input_std),
+            prior=prior,
+            init_scale=init_scale,
+            kl_weight=kl_weight,
         )

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from .._spec import recorded
-from .._validate import check_positive_int
+from .._validate import check_positive_float, check_positive_int
 
 
 @recorded
@@ -15,13 +15,25 @@ class LeNet5(nn.Module):
     :param int num_classes: number of outputs (logits).
     :param int in_channels: image channels.
     :param int image_size: 32 (the classic input) or 28 (the first convolution then pads by 2).
+    :param float input_mean: subtracted from the input first (e.g. the training images' mean).
+    :param float input_std: the input is then divided by this (e.g. their standard deviation).
 
     >>> LeNet5(10)(torch.zeros(2, 1, 32, 32)).shape
     torch.Size([2, 10])
     """
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 1, image_size: int = 32):
+    def __init__(
+        self,
+        num_classes: int = 10,
+        in_channels: int = 1,
+        image_size: int = 32,
+        input_mean: float = 0.0,
+        input_std: float = 1.0,
+    ):
         super().__init__()
+        if isinstance(input_mean, bool) or not isinstance(input_mean, (int, float)):
+            raise TypeError(f"`input_mean` must be a number, but got {input_mean!r}")
+        self.input_mean, self.input_std = float(input_mean), check_positive_float(input_std, "input_std")
         self.num_classes = check_positive_int(num_classes, "num_classes")
         self.in_channels = check_positive_int(in_channels, "in_channels")
         if isinstance(image_size, bool) or not isinstance(image_size, int):
@@ -39,6 +51,8 @@ class LeNet5(nn.Module):
         self.flatten = nn.Flatten()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_mean != 0.0 or self.input_std != 1.0:
+            x = (x - self.input_mean) / self.input_std
         x = self.pool(self.relu(self.conv1(x)))
         x = self.pool(self.relu(self.conv2(x)))
         x = self.flatten(x)

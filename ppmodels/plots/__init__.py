@@ -9,7 +9,10 @@ from .figures import (
     loss_curves,
     marginals,
     predictive_bands,
+    reliability_diagram,
     save,
+    uncertainty_bands,
+    uncertainty_histogram,
 )
 
 __all__ = [
@@ -21,5 +24,8 @@ __all__ = [
     "loss_curves",
     "marginals",
     "predictive_bands",
+    "reliability_diagram",
     "save",
+    "uncertainty_bands",
+    "uncertainty_histogram",
 ]

@@ -178,3 +178,67 @@ def estimator_comparison(comparison, title="ELBO estimators on one model"):
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def reliability_diagram(reliability, title=None):
+    """Accuracy against confidence per bin (a :class:`ppmodels.toolbox.Reliability`), with the
+    diagonal of perfect calibration, bin counts underneath and the ECE in the title."""
+    fig, (ax, counts) = plt.subplots(2, 1, figsize=(5, 5.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    edges = _np(reliability.edges)
+    centers, width = (edges[:-1] + edges[1:]) / 2, edges[1] - edges[0]
+    acc = np.nan_to_num(_np(reliability.accuracy))
+    ax.bar(centers, acc, width=width * 0.95, color="tab:blue", alpha=0.8, label="accuracy")
+    conf = _np(reliability.confidence)
+    used = ~np.isnan(conf)
+    ax.plot(centers[used], conf[used], "o", color="tab:red", ms=4, label="mean confidence")
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
+    ax.legend(loc="upper left")
+    ax.set_title(title or f"reliability (ECE {reliability.ece:.4f})")
+    counts.bar(centers, _np(reliability.count), width=width * 0.95, color="gray")
+    counts.set_yscale("symlog")
+    counts.set_xlabel("confidence (top class)")
+    counts.set_ylabel("count")
+    return fig
+
+
+def uncertainty_histogram(values: dict, xlabel="epistemic uncertainty (mutual information, nats)", title=None):
+    """Overlaid histograms of one uncertainty measure for several input sets
+    (``{"test digits": tensor, "rotated": tensor, ...}``)."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    arrays = {k: _np(v).ravel() for k, v in values.items()}
+    top = max(float(a.max()) for a in arrays.values() if a.size)
+    bins = np.linspace(0, top if top > 0 else 1.0, 40)
+    for name, a in arrays.items():
+        ax.hist(a, bins=bins, alpha=0.5, density=True, label=f"{name} (mean {a.mean():.3f})")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("density")
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def uncertainty_bands(x, mean, aleatoric, epistemic, x_train=None, y_train=None, truth=None, title=None):
+    """1-D regression: the predictive mean with +-2 sd bands of the total and of the epistemic
+    part (variances ``aleatoric`` and ``epistemic``, law of total variance), and the data."""
+    x, mean = _np(x).ravel(), _np(mean).ravel()
+    order = np.argsort(x)
+    x, mean = x[order], mean[order]
+    ale, epi = _np(aleatoric).ravel()[order], _np(epistemic).ravel()[order]
+    total_sd, epi_sd = np.sqrt(ale + epi), np.sqrt(epi)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.fill_between(x, mean - 2 * total_sd, mean + 2 * total_sd, color="tab:orange", alpha=0.25, label="±2 sd total")
+    ax.fill_between(x, mean - 2 * epi_sd, mean + 2 * epi_sd, color="tab:blue", alpha=0.35, label="±2 sd epistemic")
+    ax.plot(x, mean, color="tab:blue", label="predictive mean")
+    if truth is not None:
+        ax.plot(x, _np(truth).ravel()[order], "k--", lw=1, label="true function")
+    if x_train is not None:
+        ax.plot(_np(x_train).ravel(), _np(y_train).ravel(), ".", color="k", ms=3, alpha=0.6, label="training data")
+    ax.legend(fontsize=8)
+    ax.set_xlabel("x")
+    ax.set_ylabel("y")
+    if title:
+        ax.set_title(title)
+    return fig
