@@ -2,6 +2,7 @@
 
 from ._plate import DataSizeMixin
 from .bnn import BayesianLeNet5, BayesianNetwork, ConversionReport, Prediction, to_bayesian
+from .neural_process import FunctionPrediction, NeuralProcess
 from .regression import BayesianLinearRegression, BayesianLogisticRegression, BayesianMLPRegression
 from .vae import CVAE, LIKELIHOODS, VAE
 from .vaegan import VAEGAN, sharpness
@@ -15,7 +16,9 @@ __all__ = [
     "CVAE",
     "ConversionReport",
     "DataSizeMixin",
+    "FunctionPrediction",
     "LIKELIHOODS",
+    "NeuralProcess",
     "Prediction",
     "VAE",
     "VAEGAN",

@@ -1,4 +1,4 @@
-"""Uncertainty and calibration from posterior samples."""
+"""Uncertainty and calibration from posterior samples; neural-process evaluation."""
 
 from .calibration import (
     Reliability,
@@ -10,18 +10,22 @@ from .calibration import (
     negative_log_likelihood,
     reliability,
 )
+from .functions import FunctionEvaluation, evaluate_neural_process, split_context
 from .uncertainty import Uncertainty, classification_uncertainty, regression_uncertainty
 
 __all__ = [
+    "FunctionEvaluation",
     "Reliability",
     "Uncertainty",
     "accuracy",
     "brier_score",
     "classification_uncertainty",
+    "evaluate_neural_process",
     "expected_calibration_error",
     "interval_coverage",
     "mixture_quantile",
     "negative_log_likelihood",
     "regression_uncertainty",
     "reliability",
+    "split_context",
 ]
