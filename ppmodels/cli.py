@@ -1,4 +1,4 @@
-"""The ``ppmodels`` command: ``demo``, ``train vae|cvae|bnn``, ``sample``, ``compare``, ``compare-elbo``."""
+"""The ``ppmodels`` command: ``demo``, ``train vae|cvae|bnn|np``, ``sample``, ``compare``, ``compare-elbo``."""
 
 from __future__ import annotations
 
@@ -15,6 +15,12 @@ from . import infer, models, nn, plots
 from .infer import ELBO_NAMES
 from .models import LIKELIHOODS
 
+NP_FAMILIES = {
+    "gp-rbf": lambda **kw: datasets.gp_functions("rbf", **kw),
+    "gp-matern": lambda **kw: datasets.gp_functions("matern", **kw),
+    "gp-periodic": lambda **kw: datasets.gp_functions("periodic", **kw),
+    "sine": lambda **kw: datasets.sine_functions(**kw),
+}
 DATA_HELP = "digits (embedded, the default), mnist:DIR or fashion-mnist:DIR (folder of IDX files)"
 
 
@@ -139,6 +145,33 @@ def build_parser():
     bnn.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     bnn.add_argument("--out", default=None, help="output folder (default runs/bnn-DATA)")
     bnn.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+
+    npr = models.add_parser(
+        "np",
+        help="neural process on GP or sine function families, checked against the exact GP",
+        description="Train a latent neural process (Pyro model/guide pair) on random functions and write "
+        "metrics.json (per-target log-likelihood, its gap to the exact GP predictive with the true "
+        "hyperparameters, 90%% interval coverage inside and outside the context range), model.pt and figures.",
+    )
+    npr.add_argument("--data", choices=sorted(NP_FAMILIES), default="gp-rbf", help="function family (default gp-rbf)")
+    npr.add_argument("--functions", type=_positive_int, default=8000, help="training functions (default 8000)")
+    npr.add_argument("--points", type=_positive_int, default=50, help="points per function (default 50)")
+    npr.add_argument("--min-context", type=_positive_int, default=3)
+    npr.add_argument("--max-context", type=_positive_int, default=45)
+    npr.add_argument("--attention", action="store_true", help="attentive deterministic path (ANP)")
+    npr.add_argument("--hidden", type=_positive_int, default=64, help="hidden width (default 64)")
+    npr.add_argument("--latent-dim", type=_positive_int, default=32)
+    npr.add_argument("--elbo", choices=ELBO_NAMES, default="trace", help="ELBO estimator (default trace)")
+    npr.add_argument("--epochs", type=_positive_int, default=40, help="passes over the training functions (default 40)")
+    npr.add_argument("--batch-size", type=_positive_int, default=16, help="functions per step (default 16)")
+    npr.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    npr.add_argument("--eval-context", type=_positive_int, default=10, help="context points when evaluating")
+    npr.add_argument("--eval-functions", type=_positive_int, default=500, help="held-out functions (default 500)")
+    npr.add_argument("--eval-samples", type=_positive_int, default=200, help="draws of z when evaluating")
+    npr.add_argument("--seed", type=int, default=0)
+    npr.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    npr.add_argument("--out", default=None, help="output folder (default runs/np-DATA)")
+    npr.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
 
     compare_elbo = sub.add_parser(
         "compare-elbo",
@@ -554,6 +587,109 @@ def run_train_bnn(args) -> Path:
     return out
 
 
+def run_train_np(args) -> Path:
+    from . import toolbox
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    family = NP_FAMILIES[args.data]
+    train = family(num_functions=args.functions, num_points=args.points, seed=args.seed)
+    test = family(num_functions=args.eval_functions, num_points=args.points, seed=args.seed + 10_000)
+    batches = datasets.ContextTargetBatches(train, args.batch_size, args.min_context, args.max_context, seed=args.seed)
+    out = Path(args.out or f"runs/np-{args.data}")
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(args.seed)
+    pair = models.NeuralProcess(hidden=args.hidden, latent_dim=args.latent_dim, attention=args.attention)
+    print(
+        f"training a {'attentive ' if args.attention else ''}neural process on {args.data} "
+        f"({args.functions} functions x {args.points} points) with {args.elbo} for {args.epochs} epochs",
+        flush=True,
+    )
+    probe = [t.to(device) for t in toolbox.split_context(test, args.eval_context, seed=args.seed)]
+    pair.to(device)
+    optimizer = torch.optim.Adam(pair.parameters(), lr=args.lr)  # kept across the one-epoch fit calls
+    history = {
+        "loss (negative ELBO, nats per function)": [],
+        "KL(q(z|targets) || q(z|context))": [],
+        "mean sd of q(z|context)": [],
+    }
+    t0 = time.perf_counter()
+    for epoch in range(args.epochs):  # one epoch per call, to record the diagnostics in between
+        result = infer.fit(
+            pair,
+            batches,
+            epochs=1,
+            elbo=args.elbo,
+            optimizer=optimizer,
+            seed=args.seed if epoch == 0 else None,
+            device=device,
+            progress=args.progress,
+        )
+        with torch.no_grad():
+            prior, posterior = pair.latent(probe[0], probe[1]), pair.latent(probe[2], probe[3])
+            history["KL(q(z|targets) || q(z|context))"].append(
+                float(torch.distributions.kl_divergence(posterior, prior).mean())
+            )
+            history["mean sd of q(z|context)"].append(float(prior.base_dist.scale.mean()))
+        history["loss (negative ELBO, nats per function)"].append(result.train_loss[-1])
+    train_seconds = time.perf_counter() - t0
+    evaluation = toolbox.evaluate_neural_process(
+        pair, test, args.eval_context, args.eval_samples, seed=args.seed, device=device
+    )
+    infer.save(out / "model.pt", pair, metadata={"command": "train", "model": "np", "data": args.data})
+    metrics = {
+        "model": "attentive neural process" if args.attention else "neural process",
+        "data": args.data,
+        "epochs": args.epochs,
+        "steps": args.epochs * len(batches),
+        "seed": args.seed,
+        "train_seconds": train_seconds,
+        "history": history,
+        "evaluation": evaluation.to_dict(),
+        "units": "log-likelihoods in nats per target point; the targets are all points of a function",
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    _np_figures(pair, test, evaluation, history, out, device, args)
+    e = evaluation
+    oracle = f", GP oracle {e.oracle_log_likelihood:.3f} (gap {e.oracle_gap:.3f})" if e.oracle_gap is not None else ""
+    print(
+        f"test log-likelihood {e.log_likelihood:.3f} nats per target{oracle}; 90% coverage inside the context "
+        f"range {e.coverage_inside:.3f}, outside {e.coverage_outside:.3f}"
+    )
+    print(f"wrote metrics.json, model.pt and figures to {out.resolve()}")
+    return out
+
+
+def _np_figures(pair, test, evaluation, history, out, device, args):
+    from . import toolbox
+
+    plots.save(plots.training_curves(history, title="neural process training"), out / "training.png")
+    xc, yc, xt, yt = (t[:6].to(device) for t in toolbox.split_context(test, args.eval_context, seed=args.seed))
+    pred = pair.predict(xc, yc, xt, 100, seed=args.seed)
+    panels = []
+    oracle = None
+    if test.lengthscale is not None:
+        mean, cov = test.gp_predictive(torch.arange(6), xc.cpu(), yc.cpu(), xt.cpu())
+        oracle = (mean, cov.diagonal(dim1=-2, dim2=-1).sqrt())
+    for i in range(6):
+        panels.append(
+            {
+                "x_context": xc[i].cpu(),
+                "y_context": yc[i].cpu(),
+                "x": xt[i].cpu(),
+                "mean": pred.mean[i].cpu(),
+                "std": pred.std[i].cpu(),
+                "truth": yt[i].cpu(),
+                "samples": pred.mean_samples[:12, i, :, 0].cpu(),
+                "oracle_mean": None if oracle is None else oracle[0][i],
+                "oracle_std": None if oracle is None else oracle[1][i],
+            }
+        )
+    plots.save(
+        plots.function_predictions(panels, title=f"{args.data}, {args.eval_context} context points"),
+        out / "predictions.png",
+    )
+
+
 def run_sample(args) -> Path:
     run_dir = Path(args.run_dir)
     path = run_dir / "model.pt"
@@ -614,7 +750,8 @@ def main(argv=None) -> int:
         run_train("vae", demo)
     elif args.command == "train":
         try:
-            run_train_bnn(args) if args.model == "bnn" else run_train(args.model, args)
+            runners = {"bnn": run_train_bnn, "np": run_train_np}
+            runners[args.model](args) if args.model in runners else run_train(args.model, args)
         except (ValueError, FileNotFoundError, OSError) as exc:
             print(f"ppmodels train: error: {exc}", file=sys.stderr)
             return 2

@@ -97,3 +97,21 @@ def test_train_bnn_writes_metrics_and_figures(tmp_path):
     assert main([*args, "--out", str(converted), "--no-progress"]) == 0
     assert json.loads((converted / "metrics.json").read_text())["pretrain"]["epochs"] == 1
     assert main(["train", "bnn", "--lr-decay", "0", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_train_np_writes_metrics_and_figures(tmp_path):
+    import json
+
+    from ppmodels.cli import main
+
+    out = tmp_path / "np"
+    args = ["train", "np", "--epochs", "2", "--functions", "64", "--eval-functions", "20", "--eval-samples", "5"]
+    assert main([*args, "--hidden", "8", "--latent-dim", "2", "--out", str(out), "--no-progress"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    evaluation = metrics["evaluation"]
+    assert 0 <= evaluation["coverage_inside"] <= 1 and evaluation["oracle_gap"] is not None
+    assert len(metrics["history"]["KL(q(z|targets) || q(z|context))"]) == 2
+    assert {p.name for p in out.glob("*.png")} == {"training.png", "predictions.png"}
+    sine = tmp_path / "sine"
+    assert main([*args, "--data", "sine", "--attention", "--hidden", "8", "--out", str(sine), "--no-progress"]) == 0
+    assert json.loads((sine / "metrics.json").read_text())["evaluation"]["oracle_gap"] is None

@@ -8,6 +8,7 @@ from pyro import poutine
 
 from ppmodels.data import ContextTargetBatches, gp_functions, kernel_matrix, sine_functions
 from ppmodels.models import NeuralProcess
+
 from tolerances import MC_SIGMAS
 
 
@@ -53,7 +54,7 @@ def test_context_target_batches():
     data = sine_functions(num_functions=50, num_points=30, seed=0)
     batches = ContextTargetBatches(data, batch_size=16, min_context=3, max_context=10, seed=0)
     sizes = []
-    for xc, yc, xt, yt in batches:
+    for xc, yc, xt, _ in batches:
         assert xt.shape == (len(xt), 30, 1) and yc.shape == xc.shape
         sizes.append(xc.shape[1])
         # the context is a subset of the targets
@@ -88,8 +89,9 @@ def test_importance_weighted_log_likelihood_single_sample_is_unbiased_for_the_el
     with torch.no_grad():
         z = q.sample((20000,))
         mean, scale = npr.decode(xt, z, npr._representation(xc, yc, xt))
-        elbo = (torch.distributions.Normal(mean, scale).log_prob(yt).sum((-2, -1)) + prior.log_prob(z)
-                - q.log_prob(z)).mean(0) / 20
+        elbo = (
+            torch.distributions.Normal(mean, scale).log_prob(yt).sum((-2, -1)) + prior.log_prob(z) - q.log_prob(z)
+        ).mean(0) / 20
     assert ((one.mean(0) - elbo).abs() < MC_SIGMAS * one.std(0) / math.sqrt(400)).all()
     many = npr.log_likelihood(xc, yc, xt, yt, 2000, seed=0)
     assert (many > elbo).all()

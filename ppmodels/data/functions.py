@@ -114,9 +114,20 @@ def sine_functions(num_functions=1000, num_points=100, x_range=(-2.0, 2.0), nois
 class ContextTargetBatches:
     """Batches ``(x_context, y_context, x_target, y_target)`` of ``batch_size`` functions: the
     targets are all the points, the context a random subset of ``min_context`` to
-    ``max_context`` of them (one size per batch). Re-iterable; reshuffles every pass."""
+    ``max_context`` of them (one size per batch). Re-iterable; reshuffles every pass.
 
-    def __init__(self, data: FunctionData, batch_size=16, min_context=3, max_context=50, seed=0):
+    :param regenerate: a callable ``seed -> FunctionData`` (e.g.
+        ``lambda s: gp_functions("rbf", 8000, 50, seed=s)``): every pass after the first
+        draws fresh functions from it, so the model never sees a function twice (the usual
+        neural-process regime; a fixed set of functions can be memorised).
+    """
+
+    def __init__(self, data: FunctionData, batch_size=16, min_context=3, max_context=50, seed=0, regenerate=None):
+        if regenerate is not None and not callable(regenerate):
+            raise TypeError(
+                f"`regenerate` must be a callable seed -> FunctionData, but got {type(regenerate).__name__}"
+            )
+        self.regenerate, self.passes, self.seed = regenerate, 0, seed
         self.data = data
         self.batch_size = check_positive_int(batch_size, "batch_size")
         self.min_context = check_positive_int(min_context, "min_context")
@@ -133,6 +144,12 @@ class ContextTargetBatches:
         return math.ceil(len(self.data) / self.batch_size)
 
     def __iter__(self):
+        if self.regenerate is not None and self.passes > 0:
+            fresh = self.regenerate(self.seed + 7919 * self.passes)
+            if fresh.x.shape[1:] != self.data.x.shape[1:]:
+                raise ValueError(f"`regenerate` changed the shape of the functions: {tuple(fresh.x.shape)}")
+            self.data = fresh
+        self.passes += 1
         order = torch.randperm(len(self.data), generator=self.generator)
         points = self.data.x.shape[1]
         for start in range(0, len(order), self.batch_size):

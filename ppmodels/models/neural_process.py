@@ -77,6 +77,10 @@ class NeuralProcess(DataSizeMixin, nn.Module):
         context inputs (multi-head cross-attention; the attentive neural process, Kim et al.
         2019), so what the decoder sees depends on where the target is relative to the context.
     :param float min_scale: the decoder's smallest standard deviation.
+    :param float min_latent_scale: the smallest standard deviation of ``q(z | ...)``, whose sd
+        is ``min + (1 - min) sigmoid(.)``; 0 gives the seed's unbounded ``softplus(.)``.
+    :param float fixed_scale: a fixed decoder standard deviation instead of a learned one
+        (the seed uses 0.005; see ``docs/neural_processes.md`` for what that does).
     """
 
     def __init__(
@@ -88,11 +92,19 @@ class NeuralProcess(DataSizeMixin, nn.Module):
         deterministic_path: bool = True,
         attention: bool = False,
         min_scale: float = 0.01,
+        min_latent_scale: float = 0.1,
+        fixed_scale: float | None = None,
     ):
         super().__init__()
         self.x_dim, self.y_dim = check_positive_int(x_dim, "x_dim"), check_positive_int(y_dim, "y_dim")
         hidden, self.latent_dim = check_positive_int(hidden, "hidden"), check_positive_int(latent_dim, "latent_dim")
         self.min_scale = check_positive_float(min_scale, "min_scale")
+        if isinstance(min_latent_scale, bool) or not isinstance(min_latent_scale, (int, float)):
+            raise TypeError(f"`min_latent_scale` must be a number in [0, 1), but got {min_latent_scale!r}")
+        if not 0 <= min_latent_scale < 1:
+            raise ValueError(f"`min_latent_scale` must be in [0, 1), but got {min_latent_scale}")
+        self.min_latent_scale = float(min_latent_scale)
+        self.fixed_scale = None if fixed_scale is None else check_positive_float(fixed_scale, "fixed_scale")
         self.latent_encoder = _mlp([x_dim + y_dim, hidden, hidden, hidden])
         self.latent_head = _mlp([hidden, hidden, 2 * latent_dim])
         if attention and not deterministic_path:
@@ -104,10 +116,15 @@ class NeuralProcess(DataSizeMixin, nn.Module):
         self.decoder = _mlp([x_dim + latent_dim + r_dim, hidden, hidden, 2 * y_dim])
 
     def latent(self, x, y):
-        """``q(z | x, y)``: mean-aggregated representation -> Normal with sd in [0.1, 1]."""
+        """``q(z | x, y)``: a mean-aggregated representation -> Normal with sd in
+        ``[min_latent_scale, 1]``."""
         s = self.latent_encoder(torch.cat([x, y], dim=-1)).mean(dim=-2)
         loc, raw = self.latent_head(s).chunk(2, dim=-1)
-        return dist.Normal(loc, 0.1 + 0.9 * torch.sigmoid(raw)).to_event(1)
+        if self.min_latent_scale > 0:
+            scale = self.min_latent_scale + (1 - self.min_latent_scale) * torch.sigmoid(raw)
+        else:
+            scale = F.softplus(raw) + 1e-6
+        return dist.Normal(loc, scale).to_event(1)
 
     def _representation(self, x, y, x_target):
         """The deterministic path: (B, hidden) mean-aggregated, or (B, T, hidden) by attention."""
@@ -128,6 +145,8 @@ class NeuralProcess(DataSizeMixin, nn.Module):
             r = r if r.dim() == x_target.dim() else r.unsqueeze(-2)
             parts.append(r.expand(*z.shape[:-1], points, r.shape[-1]))
         mean, raw = self.decoder(torch.cat(parts, dim=-1)).chunk(2, dim=-1)
+        if self.fixed_scale is not None:
+            return mean, torch.full_like(mean, self.fixed_scale)
         return mean, self.min_scale + (1 - self.min_scale) * F.softplus(raw)
 
     def model(self, x_context, y_context, x_target, y_target=None):

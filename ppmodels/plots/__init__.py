@@ -3,6 +3,7 @@
 from .figures import (
     class_rows,
     estimator_comparison,
+    function_predictions,
     image_grid,
     latent_scatter,
     latent_walk,
@@ -11,6 +12,7 @@ from .figures import (
     predictive_bands,
     reliability_diagram,
     save,
+    training_curves,
     uncertainty_bands,
     uncertainty_histogram,
 )
@@ -18,6 +20,7 @@ from .figures import (
 __all__ = [
     "class_rows",
     "estimator_comparison",
+    "function_predictions",
     "image_grid",
     "latent_scatter",
     "latent_walk",
@@ -26,6 +29,7 @@ __all__ = [
     "predictive_bands",
     "reliability_diagram",
     "save",
+    "training_curves",
     "uncertainty_bands",
     "uncertainty_histogram",
 ]

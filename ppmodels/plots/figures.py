@@ -242,3 +242,54 @@ def uncertainty_bands(x, mean, aleatoric, epistemic, x_train=None, y_train=None,
     if title:
         ax.set_title(title)
     return fig
+
+
+def function_predictions(panels, ncols=3, title=None):
+    """Neural-process predictions, one panel per function. Each panel is a dict of 1-D
+    tensors: ``x_context, y_context, x, mean, std`` and optionally ``samples`` (S, points),
+    ``truth`` (the noisy observations at ``x``), ``oracle_mean``, ``oracle_std``. Shows the
+    predictive mean with a ±2 sd band, sample functions, the context, the data and the GP
+    oracle's ±2 sd band."""
+    n = len(panels)
+    ncols = min(ncols, n)
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.0 * nrows), squeeze=False)
+    for ax, p in zip(axes.flat, panels):
+        x = _np(p["x"]).ravel()
+        order = np.argsort(x)
+        x = x[order]
+        mean, std = _np(p["mean"]).ravel()[order], _np(p["std"]).ravel()[order]
+        if p.get("samples") is not None:
+            for s in _np(p["samples"])[:, order]:
+                ax.plot(x, s, color="tab:blue", lw=0.5, alpha=0.3)
+        ax.fill_between(x, mean - 2 * std, mean + 2 * std, color="tab:blue", alpha=0.2, label="model ±2 sd")
+        ax.plot(x, mean, color="tab:blue", lw=1.5, label="model mean")
+        if p.get("oracle_mean") is not None:
+            om, osd = _np(p["oracle_mean"]).ravel()[order], _np(p["oracle_std"]).ravel()[order]
+            ax.plot(x, om - 2 * osd, "--", color="tab:green", lw=1, label="GP oracle ±2 sd")
+            ax.plot(x, om + 2 * osd, "--", color="tab:green", lw=1)
+        if p.get("truth") is not None:
+            ax.plot(x, _np(p["truth"]).ravel()[order], ".", color="gray", ms=3, label="function (noisy)")
+        ax.plot(_np(p["x_context"]).ravel(), _np(p["y_context"]).ravel(), "o", color="k", ms=4, label="context")
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def training_curves(series: dict, xlabel="epoch", title=None):
+    """One panel per named series (e.g. loss, KL, posterior sd) against ``xlabel``."""
+    fig, axes = plt.subplots(1, len(series), figsize=(4.2 * len(series), 3.2), squeeze=False)
+    for ax, (name, values) in zip(axes.flat, series.items()):
+        values = _np(values)
+        ax.plot(np.arange(1, len(values) + 1), values)
+        ax.set_xlabel(xlabel)
+        ax.set_title(name, fontsize=10)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
