@@ -6,7 +6,7 @@ MindSpore has Cells. ``WithLossCell`` and ``TrainOneStepCell`` (``mindspore.nn``
 MindSpore) live here too.
 """
 
-from . import bnn_layers, dpn, infer, transforms
+from . import bnn_layers, dpn, infer, toolbox, transforms
 from .cells import TrainOneStepCell, WithLossCell
 
-__all__ = ["TrainOneStepCell", "WithLossCell", "bnn_layers", "dpn", "infer", "transforms"]
+__all__ = ["TrainOneStepCell", "WithLossCell", "bnn_layers", "dpn", "infer", "toolbox", "transforms"]

@@ -107,7 +107,8 @@ class _MindSporeBatches:
     (MindSpore's columns), ``(x, y)`` tuples, tensors, a DataLoader, or a MindSpore-like
     dataset with ``create_dict_iterator``."""
 
-    def __init__(self, dataset):
+    def __init__(self, dataset, label_dtype=torch.int64):
+        self.label_dtype = label_dtype
         if hasattr(dataset, "create_dict_iterator"):
             self._iterate = lambda: dataset.create_dict_iterator(num_epochs=1)
         elif hasattr(dataset, "__iter__") and iter(dataset) is not dataset:
@@ -132,7 +133,7 @@ class _MindSporeBatches:
             else:
                 x, y = batch, None
             x = _to_tensor(x, torch.float32)
-            yield (x,) if y is None else (x, _to_tensor(y, torch.int64))
+            yield (x,) if y is None else (x, _to_tensor(y, self.label_dtype))
 
     def num_data(self):
         if isinstance(getattr(self.dataset, "num_data", None), int):

@@ -1,5 +1,7 @@
-"""Uncertainty and calibration from posterior samples; neural-process evaluation."""
+"""Uncertainty and calibration from posterior samples; anomaly scores and ROC;
+neural-process evaluation."""
 
+from .anomaly import ROC, SCORES, anomaly_scores, roc
 from .calibration import (
     Reliability,
     accuracy,
@@ -15,9 +17,12 @@ from .uncertainty import Uncertainty, classification_uncertainty, regression_unc
 
 __all__ = [
     "FunctionEvaluation",
+    "ROC",
     "Reliability",
+    "SCORES",
     "Uncertainty",
     "accuracy",
+    "anomaly_scores",
     "brier_score",
     "classification_uncertainty",
     "evaluate_neural_process",
@@ -27,5 +32,6 @@ __all__ = [
     "negative_log_likelihood",
     "regression_uncertainty",
     "reliability",
+    "roc",
     "split_context",
 ]
