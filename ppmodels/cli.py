@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -344,6 +345,15 @@ def _build(model, args, data):
     return models.VAE(encoder, decoder, latent, **kwargs)
 
 
+def _launched_by_torchrun() -> bool:
+    """True when this process is one of several that torchrun started (WORLD_SIZE > 1)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
 def _setup(args, default_out):
     """The device, the data set and the output folder that a training command's options name."""
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -366,6 +376,7 @@ def run_train(model, args) -> Path:
         flush=True,
     )
     t0 = time.perf_counter()
+    distributed = _launched_by_torchrun()
     result = infer.fit(
         pair,
         train,
@@ -377,10 +388,13 @@ def run_train(model, args) -> Path:
         lr=args.lr,
         val_data=test,
         seed=args.seed,
-        device=device,
+        device=None if distributed else device,
         progress=args.progress,
+        distributed=distributed,
     )
     train_seconds = time.perf_counter() - t0
+    if distributed and _rank() != 0:  # rank 0 alone evaluates and writes
+        return out
     test_elbo = infer.elbo(pair, test, seed=args.seed, device=device)
     test_ll = infer.log_likelihood(pair, test, num_samples=args.eval_samples, seed=args.seed, device=device)
     metadata = {
@@ -515,6 +529,7 @@ def run_train_bnn(args) -> Path:
         flush=True,
     )
     t0 = time.perf_counter()
+    distributed = _launched_by_torchrun()
     result = infer.fit(
         pair,
         train,
@@ -525,10 +540,13 @@ def run_train_bnn(args) -> Path:
         scheduler=lambda opt: torch.optim.lr_scheduler.ExponentialLR(opt, args.lr_decay),
         val_data=test,
         seed=args.seed,
-        device=device,
+        device=None if distributed else device,
         progress=args.progress,
+        distributed=distributed,
     )
     train_seconds = time.perf_counter() - t0
+    if distributed and _rank() != 0:  # rank 0 alone evaluates and writes
+        return out
 
     def predict(x):
         return pair.predict(x.to(device), args.eval_samples, seed=args.seed, batch_size=500).samples.cpu()
@@ -589,6 +607,9 @@ def run_train_bnn(args) -> Path:
 
 def run_train_np(args) -> Path:
     from . import toolbox
+
+    if _launched_by_torchrun():
+        raise ValueError("'ppmodels train np' runs in one process; launch it without torchrun")
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     family = NP_FAMILIES[args.data]

@@ -32,9 +32,11 @@ def kernel_matrix(kernel: str, x1, x2, lengthscale, scale, period: float = 1.0):
 class FunctionData:
     """``num_functions`` functions observed at ``num_points`` inputs each.
 
-    :ivar x: (F, P, 1) inputs; :ivar y: (F, P, 1) noisy observations.
-    :ivar lengthscale: (F,), :ivar scale: (F,) the hyperparameters each was drawn with
-        (``None`` for the sine family); :ivar noise: the observation noise sd.
+    :ivar x: (F, P, 1) inputs.
+    :ivar y: (F, P, 1) noisy observations.
+    :ivar lengthscale: (F,) the lengthscale each was drawn with (``None`` for the sine family).
+    :ivar scale: (F,) the signal sd each was drawn with (``None`` for the sine family).
+    :ivar noise: the observation noise sd.
     """
 
     x: torch.Tensor

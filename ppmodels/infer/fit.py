@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -16,7 +17,7 @@ from tqdm.auto import tqdm
 
 from .._validate import check_choice, check_nonnegative_int, check_positive_float, check_positive_int
 from . import checkpoint as ckpt
-from .data import Batches, as_args, batch_size_of, check_batch_finite, make_batches, to_device
+from .data import DEFAULT_BATCH_SIZE, Batches, as_args, batch_size_of, check_batch_finite, make_batches, to_device
 from .elbo import Objective, estimator_name, get_elbo, is_jit
 
 
@@ -144,6 +145,7 @@ def fit(
     shuffle: bool = True,
     validate: str = "first",
     scheduler=None,
+    distributed: bool = False,
 ) -> FitResult:
     """Train a model/guide pair with one of Pyro's ELBOs and a torch optimizer.
 
@@ -173,6 +175,14 @@ def fit(
         scheduler steps once per epoch (e.g. ``lambda opt: ExponentialLR(opt, 0.99)``).
     :param str validate: ``"first"`` checks the model's shapes and distribution arguments
         on the first step only (the fast default), ``"always"`` on every step, ``"never"``.
+    :param bool distributed: train with ``torch.nn.parallel.DistributedDataParallel`` across
+        the processes ``torchrun`` starts (gloo on CPU, NCCL on GPUs; the process group is
+        initialised from torchrun's environment unless it already is). Each process takes
+        its share of every global batch of ``batch_size x world_size`` samples (tensors are
+        sliced, datasets go through a ``DistributedSampler``); the likelihood is still scaled
+        by the full data set's size, and the gradients are averaged, so the steps are those
+        of one process with the global batch. Rank 0 alone writes checkpoints and shows the
+        progress bar; the reported losses are those of the global batches.
     :returns: :class:`FitResult` with per-epoch losses in nats per sample.
     :raises NonFiniteLossError: the loss became NaN or infinite (epoch and step named).
 
@@ -190,14 +200,23 @@ def fit(
     _check_pair(pair)
     epochs = check_positive_int(epochs, "epochs")
     check_choice(validate, "validate", ["first", "always", "never"])
+    rank, world = 0, 1
+    if distributed:
+        rank, world, device = _init_distributed(pair, device)
     device = torch.device(device) if device is not None else None
     if device is not None and isinstance(pair, torch.nn.Module):
         pair.to(device)
     if seed is not None:
-        pyro.set_rng_seed(check_nonnegative_int(seed, "seed"))
+        pyro.set_rng_seed(check_nonnegative_int(seed, "seed") + rank)  # each process its own draws
+    data_seed = seed if seed is not None else int(torch.empty((), dtype=torch.int64).random_())
+    if distributed:  # every process must shuffle alike: rank 0's seed
+        data_seed = _broadcast_int(data_seed, device)
     generator = torch.Generator()
-    generator.manual_seed(seed if seed is not None else int(torch.empty((), dtype=torch.int64).random_()))
+    generator.manual_seed(data_seed)
     train = make_batches(data, batch_size, shuffle=shuffle, generator=generator, name="data")
+    if distributed:
+        train = _shard(train, batch_size, shuffle, data_seed, rank, world)
+        progress = False if rank != 0 else progress
     val = make_batches(val_data, batch_size, shuffle=False, name="val_data") if val_data is not None else None
     if hasattr(pair, "set_num_data"):
         pair.set_num_data(train.num_data)
@@ -214,6 +233,9 @@ def fit(
     module_params = _parameters(pair)
     adversary_step = getattr(pair, "adversary_step", None)
     _check_estimator_preconditions(loss, module_params, train, batch_size, pair)
+    step_loss = objective.loss_and_grads
+    if distributed:
+        step_loss = _distributed_step(pair, objective, adversary_step, device)
     resume_state = None
     result = FitResult(num_data=train.num_data, estimator=estimator_name(loss))
     start_epoch = 0
@@ -271,6 +293,8 @@ def fit(
         for epoch in range(start_epoch, epochs):
             if isinstance(pair, torch.nn.Module):
                 pair.train()
+            if distributed and hasattr(getattr(train.source, "sampler", None), "set_epoch"):
+                train.source.sampler.set_epoch(epoch)
             total, seen, step = 0.0, 0, 0
             t0 = time.perf_counter()
             for step, batch in enumerate(train):
@@ -296,9 +320,15 @@ def fit(
                     for p in module_params:
                         p.grad = None
                     with pyro.validation_enabled(validate != "never"), poutine.trace(param_only=True) as capture:
-                        value = objective.loss_and_grads(args, kwargs, check)
+                        value = step_loss(args, kwargs, check)
                     known = {id(p) for p in module_params}
-                    opt = build_optimizer(_pyro_param_leaves(capture.trace, known))
+                    leaves = _pyro_param_leaves(capture.trace, known)
+                    if distributed and leaves:
+                        raise ValueError(
+                            "fit(distributed=True) synchronises module parameters only, but this pair declares "
+                            f"{len(leaves)} with pyro.param; keep them in modules (PyroModule or nn.Parameter)"
+                        )
+                    opt = build_optimizer(leaves)
                     if scheduler is not None:
                         sched = scheduler(opt)
                         if resume_state is not None and (resume_state["fit"] or {}).get("scheduler") is not None:
@@ -306,7 +336,7 @@ def fit(
                     first_step = False
                 else:
                     opt.zero_grad(set_to_none=True)
-                    value = objective.loss_and_grads(args, kwargs, check)
+                    value = step_loss(args, kwargs, check)
                 if not objective.reports_loss and not _grads_finite(p for g in opt.param_groups for p in g["params"]):
                     check(float("nan"))
                 opt.step()
@@ -324,7 +354,7 @@ def fit(
                 _evaluate_loss(pair, objective, val, device, per_sample_denominator) if val is not None else None
             )
             bar.set_postfix(epoch=epoch + 1, loss=f"{result.train_loss[-1]:.4g}")
-            if checkpoint is not None:
+            if checkpoint is not None and rank == 0:
                 ckpt.save(
                     checkpoint,
                     pair,
@@ -338,6 +368,139 @@ def fit(
     if isinstance(pair, torch.nn.Module):
         pair.eval()
     return result
+
+
+_TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def _init_distributed(pair, device):
+    """Join (or start, from torchrun's environment) the process group; returns rank, world
+    size and the device for this process."""
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        raise RuntimeError("fit(distributed=True): this torch build has no torch.distributed")
+    if not isinstance(pair, torch.nn.Module):
+        raise TypeError(
+            "fit(distributed=True) needs the pair to be a torch.nn.Module (its parameters are synchronised)"
+        )
+    if not dist.is_initialized():
+        missing = [k for k in _TORCHRUN_ENV if k not in os.environ]
+        if missing:
+            raise RuntimeError(
+                f"fit(distributed=True) needs the environment torchrun sets, but {', '.join(missing)} "
+                "is not set: launch with `torchrun --nproc_per_node=N your_script.py` (or `torchrun ... -m ppmodels "
+                "train ...`), or call torch.distributed.init_process_group yourself first"
+            )
+        use_cuda = torch.cuda.is_available() and (device is None or torch.device(device).type == "cuda")
+        if use_cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    if dist.get_backend() == "nccl" and (device is None or torch.device(device).type == "cuda"):
+        device = torch.device("cuda", torch.cuda.current_device())
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+def _broadcast_int(value, device):
+    import torch.distributed as dist
+
+    t = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.broadcast(t, src=0)
+    return int(t.item())
+
+
+class _ShardedTensorBatches:
+    """Each global batch of ``batch_size x world`` samples of one shared permutation, split
+    evenly across processes; this process yields its part."""
+
+    def __init__(self, tensors, batch_size, shuffle, seed, rank, world):
+        self.tensors, self.batch_size, self.shuffle = tensors, batch_size, shuffle
+        self.rank, self.world = rank, world
+        self.generator = torch.Generator().manual_seed(seed)
+        self.num_data = int(tensors[0].shape[0])
+        if self.num_data < world:
+            raise ValueError(f"`data` has {self.num_data} samples, fewer than the {world} processes")
+
+    def __len__(self):
+        return -(-self.num_data // (self.batch_size * self.world))
+
+    def __iter__(self):
+        n, g = self.num_data, self.batch_size * self.world
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        for start in range(0, n, g):
+            part = order[start : start + g].tensor_split(self.world)[self.rank]
+            if len(part):
+                yield tuple(t[part] for t in self.tensors)
+
+
+def _shard(train, batch_size, shuffle, seed, rank, world):
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    b = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
+    if train.tensors is not None:
+        return Batches(
+            _ShardedTensorBatches(train.tensors, b, shuffle, seed, rank, world), train.num_data, train.tensors
+        )
+    dataset = getattr(train.source, "dataset", None)
+    if dataset is None or not hasattr(dataset, "__len__"):
+        raise ValueError(
+            "fit(distributed=True) shards tensors and map-style datasets; pass the data as tensors or a Dataset "
+            "(not a loader of a dataset without a length, or a list of batches)"
+        )
+    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=seed)
+    return Batches(DataLoader(dataset, batch_size=b, sampler=sampler), train.num_data)
+
+
+class _ElboLoss(torch.nn.Module):
+    """The pair's differentiable ELBO loss as a module's forward, for DistributedDataParallel."""
+
+    def __init__(self, pair, objective):
+        super().__init__()
+        self.pair = pair
+        self.__dict__["objective"] = objective
+
+    def forward(self, args, kwargs):
+        o = self.objective
+        return o.elbo.differentiable_loss(o.model, o.guide, *args, **kwargs)
+
+
+def _distributed_step(pair, objective, adversary_step, device):
+    from torch.nn.parallel import DistributedDataParallel
+
+    if adversary_step is not None:
+        raise ValueError("fit(distributed=True) does not support pairs with an adversary_step (e.g. VAEGAN)")
+    if not objective.differentiable or not objective.reports_loss:
+        raise ValueError(
+            f"fit(distributed=True) needs an estimator with a differentiable loss ('trace', 'meanfield', "
+            f"'jit-trace'...), but got {estimator_name(objective.elbo)!r}"
+        )
+    device_ids = [device] if device is not None and device.type == "cuda" else None
+    ddp = DistributedDataParallel(_ElboLoss(pair, objective), device_ids=device_ids)
+
+    import torch.distributed as dist
+
+    def step(args, kwargs, check=None):
+        try:
+            loss = ddp(args, kwargs)
+        except RuntimeError as error:
+            if "unused parameters" not in str(error) and "find_unused_parameters" not in str(error):
+                raise
+            unused = [n for n, p in pair.named_parameters() if p.requires_grad and p.grad is None]
+            raise ValueError(
+                "fit(distributed=True): some parameters get no gradient from the ELBO "
+                f"({', '.join(unused[:5]) or 'see above'}); freeze them with requires_grad_(False)"
+            ) from error
+        # The mean over processes: the loss of the global batch, the same on every process,
+        # so a non-finite loss stops them all (none is left waiting).
+        mean = loss.detach().reshape(1).to(torch.float64)
+        dist.all_reduce(mean)
+        value = mean.item() / dist.get_world_size()
+        if check is not None:
+            check(value)
+        loss.backward()
+        return value
+
+    return step
 
 
 def _check_estimator_preconditions(loss, module_params, train, batch_size, pair):

@@ -55,9 +55,13 @@ def _check_xy(x, y, name_x, name_y, x_dim, y_dim, allow_empty=False):
 
 @dataclass
 class FunctionPrediction:
-    """Predictions at the targets: :ivar mean: (B, T, y_dim) predictive mean; :ivar std:
-    predictive sd (law of total variance over the draws of z); :ivar mean_samples,
-    scale_samples: (S, B, T, y_dim) the decoder's mean and sd under each draw of z."""
+    """Predictions at the targets.
+
+    :ivar mean: (B, T, y_dim) the predictive mean.
+    :ivar std: the predictive sd (law of total variance over the draws of z).
+    :ivar mean_samples: (S, B, T, y_dim) the decoder's mean under each draw of z.
+    :ivar scale_samples: (S, B, T, y_dim) the decoder's sd under each draw of z.
+    """
 
     mean: torch.Tensor
     std: torch.Tensor
@@ -69,8 +73,10 @@ class FunctionPrediction:
 class NeuralProcess(DataSizeMixin, nn.Module):
     """A latent neural process, optionally with a deterministic path.
 
-    :param int x_dim, y_dim: input and output sizes.
-    :param int hidden: width of every hidden layer; :param int latent_dim: size of ``z``.
+    :param int x_dim: input size.
+    :param int y_dim: output size.
+    :param int hidden: width of every hidden layer.
+    :param int latent_dim: size of ``z``.
     :param bool deterministic_path: also feed the decoder a deterministic context
         representation: mean-aggregated, or per target by attention.
     :param bool attention: the deterministic path attends from each target input to the

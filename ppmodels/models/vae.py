@@ -21,7 +21,7 @@ _PROB_EPS = 1e-6
 @recorded
 class VAE(DataSizeMixin, nn.Module):
     r"""Variational auto-encoder: :math:`p(z) = N(0, I)`, :math:`p_\theta(x | z)` from the
-    decoder, :math:`q_\phi(z | x) = N(\mu_\phi(x), \sigma_\phi(x))` from the encoder [1].
+    decoder, :math:`q_\phi(z | x) = N(\mu_\phi(x), \sigma_\phi(x))` from the encoder (reference 1).
 
     ``model(x, y=None)`` and ``guide(x, y=None)`` share the site names ``"z"`` and ``"x"``
     and the plate ``"data"``. When :attr:`num_data` is set (``fit`` sets it to the size of
@@ -37,7 +37,7 @@ class VAE(DataSizeMixin, nn.Module):
     :param int latent_dim: dimension of z.
     :param str likelihood: ``"bernoulli"`` (binary cross-entropy; grey values in [0, 1] are
         accepted as soft targets), ``"continuous_bernoulli"`` (a normalised density on
-        [0, 1] [2]) or ``"normal"``.
+        [0, 1], reference 2) or ``"normal"``.
     :param scale: for ``"normal"``: a fixed standard deviation (float) or ``"learned"`` (one
         shared, learned standard deviation, initialised at 1).
     :param str decoder_output: what the decoder returns: ``"logits"`` (default for the

@@ -293,3 +293,16 @@ def training_curves(series: dict, xlabel="epoch", title=None):
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def roc_curve(curves: dict, title="ROC"):
+    """ROC curves (``{"label": ROC}``, as :func:`ppmodels.toolbox.roc` returns) with AUROCs."""
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for name, curve in curves.items():
+        ax.plot(curve.fpr, curve.tpr, label=f"{name} (AUROC {curve.auroc:.3f})")
+    ax.plot([0, 1], [0, 1], "k--", lw=1)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=8)
+    return fig

@@ -70,10 +70,10 @@ class UncertaintyEvaluation:
     :param task_type: ``'classification'`` or ``'regression'``.
     :param num_classes: required for classification.
     :param epochs: epochs of SVI for the Bayesian version of the model.
-    :param epi_uncer_model_path, ale_uncer_model_path: with ``save_model=True``, folders
-        where the checkpoints ``checkpoint_epi_uncer_model.pt`` /
-        ``checkpoint_ale_uncer_model.pt`` are written; with ``save_model=False``, checkpoint
-        files to load instead of training.
+    :param epi_uncer_model_path: with ``save_model=True``, a folder where
+        ``checkpoint_epi_uncer_model.pt`` is written; with ``save_model=False``, a checkpoint
+        file to load instead of training.
+    :param ale_uncer_model_path: the same for ``checkpoint_ale_uncer_model.pt``.
 
     The Bayesian model is trained lazily, on the first ``eval_*`` call; one model serves both
     methods (for regression its last Linear layer is doubled to predict a scale too).

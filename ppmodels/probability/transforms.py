@@ -53,8 +53,9 @@ class TransformToBNN:
     """``TransformToBNN(trainable_dnn, dnn_factor=1, bnn_factor=1)``.
 
     :param trainable_dnn: ``TrainOneStepCell(WithLossCell(backbone, loss_fn), optimizer)``.
-    :param dnn_factor: scales the data term, :param bnn_factor: the KL (see
+    :param dnn_factor: scales the data term (see
         :class:`~ppmodels.probability.bnn_layers.WithBNNLossCell`).
+    :param bnn_factor: scales the KL.
     """
 
     def __init__(self, trainable_dnn, dnn_factor=1, bnn_factor=1):

@@ -107,7 +107,9 @@ def interval_coverage(mean_samples, scale_samples, y, level: float = 0.9) -> tor
     mixture over S posterior draws): a boolean tensor shaped like ``y``; its mean is the
     coverage.
 
-    :param mean_samples: ``(S, ...)`` predicted means; :param scale_samples: same shape.
+    :param mean_samples: ``(S, ...)`` predicted means.
+    :param scale_samples: predicted standard deviations, the same shape.
+    :param y: the observations.
     """
     for value, name in ((mean_samples, "mean_samples"), (scale_samples, "scale_samples"), (y, "y")):
         check_tensor(value, name)
