@@ -7,6 +7,7 @@ import torch
 from pyro import poutine
 
 from ppmodels.data import ContextTargetBatches, gp_functions, kernel_matrix, sine_functions
+from ppmodels.infer import fit
 from ppmodels.models import NeuralProcess
 
 from tolerances import MC_SIGMAS
@@ -120,6 +121,10 @@ def test_bad_input_messages():
     with pytest.raises(ValueError, match=r"`x_context` is empty \(0 points\)"):
         npr.predict(xc[:, :0], yc[:, :0], xt)
     with pytest.raises(ValueError, match="`y_target` holds NaN or infinite values"):
-        npr.model(xc, yc, xt, torch.full_like(yt, float("nan")))
+        npr.log_likelihood(xc, yc, xt, torch.full_like(yt, float("nan")))
+    data = gp_functions("rbf", num_functions=8, num_points=10, seed=0)
+    data.y[3, 4] = float("nan")
+    with pytest.raises(ValueError, match=r"`data` holds NaN or infinite values: the first bad sample is index \d+ \(in reading order\)"):
+        fit(npr, ContextTargetBatches(data, batch_size=8, max_context=5), epochs=1, progress=False)
     with pytest.raises(TypeError, match="`x_context` must be a torch.Tensor"):
         npr.predict([1.0], yc, xt)

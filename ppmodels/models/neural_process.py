@@ -34,13 +34,15 @@ def _mlp(sizes):
     return nn.Sequential(*layers)
 
 
-def _check_xy(x, y, name_x, name_y, x_dim, y_dim, allow_empty=False):
+def _check_xy(x, y, name_x, name_y, x_dim, y_dim, finite=True):
+    """Shapes always; finiteness when ``finite`` (the model skips it: ``fit`` checks the
+    training data itself, and the check costs a pass over the tensors every step)."""
     check_tensor(x, name_x)
     if x.dim() != 3 or x.shape[-1] != x_dim:
         raise ValueError(f"`{name_x}` must have shape (functions, points, {x_dim}), but got {tuple(x.shape)}")
-    if not allow_empty and x.shape[1] == 0:
+    if x.shape[1] == 0:
         raise ValueError(f"`{name_x}` is empty (0 points); the neural process needs at least one context point")
-    if not bool(torch.isfinite(x).all()):
+    if finite and not bool(torch.isfinite(x).all()):
         raise ValueError(f"`{name_x}` holds NaN or infinite values")
     if y is not None:
         check_tensor(y, name_y)
@@ -49,7 +51,7 @@ def _check_xy(x, y, name_x, name_y, x_dim, y_dim, allow_empty=False):
                 f"`{name_y}` must have shape {(*x.shape[:2], y_dim)} to match `{name_x}` {tuple(x.shape)}, "
                 f"but got {tuple(y.shape)}"
             )
-        if not bool(torch.isfinite(y).all()):
+        if finite and not bool(torch.isfinite(y).all()):
             raise ValueError(f"`{name_y}` holds NaN or infinite values")
 
 
@@ -156,8 +158,8 @@ class NeuralProcess(DataSizeMixin, nn.Module):
         return mean, self.min_scale + (1 - self.min_scale) * F.softplus(raw)
 
     def model(self, x_context, y_context, x_target, y_target=None):
-        _check_xy(x_context, y_context, "x_context", "y_context", self.x_dim, self.y_dim)
-        _check_xy(x_target, y_target, "x_target", "y_target", self.x_dim, self.y_dim)
+        _check_xy(x_context, y_context, "x_context", "y_context", self.x_dim, self.y_dim, finite=False)
+        _check_xy(x_target, y_target, "x_target", "y_target", self.x_dim, self.y_dim, finite=False)
         prior = self.latent(x_context, y_context)
         r = self._representation(x_context, y_context, x_target)
         with self.data_plate(x_context, name="functions"):
