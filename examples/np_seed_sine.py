@@ -76,6 +76,18 @@ def spread(model, seed):
     return float(pred.mean_samples.std(0)[0, away].mean()), grid, pred
 
 
+def panel(pred, grid):
+    """One figure panel: the seed's five points as context, predictions on the grid."""
+    return {
+        "x_context": SEED_X.flatten(),
+        "y_context": torch.sin(SEED_X).flatten(),
+        "x": grid[0, :, 0],
+        "mean": pred.mean[0, :, 0],
+        "std": pred.std[0, :, 0],
+        "samples": pred.mean_samples[:20, 0, :, 0],
+    }
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=6000, help="steps of the seed's loop (part 2: 1/150 of it)")
@@ -93,16 +105,7 @@ def main(argv=None):
         report.append(
             f"seed configuration, {args.epochs * factor} steps: sample-function spread away from the data {s:.4f}"
         )
-        panels.append(
-            {
-                "x_context": SEED_X.flatten(),
-                "y_context": torch.sin(SEED_X).flatten(),
-                "x": grid[0, :, 0],
-                "mean": pred.mean[0, :, 0],
-                "std": pred.std[0, :, 0],
-                "samples": pred.mean_samples[:20, 0, :, 0],
-            }
-        )
+        panels.append(panel(pred, grid))
 
     # Part 2: ppmodels' defaults on the sine family, evaluated on held-out functions.
     def family(seed):
@@ -122,16 +125,7 @@ def main(argv=None):
             f"ppmodels defaults, sine family, {epochs * len(batches)} steps: 90% coverage inside the context range "
             f"{e.coverage_inside:.3f}, outside {e.coverage_outside:.3f}; sample-function spread {s:.4f}"
         )
-        panels.append(
-            {
-                "x_context": SEED_X.flatten(),
-                "y_context": torch.sin(SEED_X).flatten(),
-                "x": grid[0, :, 0],
-                "mean": pred.mean[0, :, 0],
-                "std": pred.std[0, :, 0],
-                "samples": pred.mean_samples[:20, 0, :, 0],
-            }
-        )
+        panels.append(panel(pred, grid))
     print("\n".join(report))
     fig = plots.function_predictions(
         panels, ncols=2, title="top: the seed configuration; bottom: ppmodels (1x and 3x budget)"

@@ -345,6 +345,29 @@ def _build(model, args, data):
     return models.VAE(encoder, decoder, latent, **kwargs)
 
 
+def _fit(pair, train, test, args, device, **options):
+    """``fit`` with the command's common options, across processes under torchrun. Returns
+    ``(result, seconds)``, or ``(None, seconds)`` on processes other than rank 0."""
+    distributed = _launched_by_torchrun()
+    t0 = time.perf_counter()
+    result = infer.fit(
+        pair,
+        train,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        elbo=args.elbo,
+        lr=args.lr,
+        val_data=test,
+        seed=args.seed,
+        device=None if distributed else device,
+        progress=args.progress,
+        distributed=distributed,
+        **options,
+    )
+    seconds = time.perf_counter() - t0
+    return (None if distributed and _rank() != 0 else result), seconds
+
+
 def _launched_by_torchrun() -> bool:
     """True when this process is one of several that torchrun started (WORLD_SIZE > 1)."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -375,25 +398,16 @@ def run_train(model, args) -> Path:
         f"{tuple(data.train_x.shape)} with {args.elbo} for {args.epochs} epochs",
         flush=True,
     )
-    t0 = time.perf_counter()
-    distributed = _launched_by_torchrun()
-    result = infer.fit(
+    result, train_seconds = _fit(
         pair,
         train,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        elbo=args.elbo,
+        test,
+        args,
+        device,
         num_particles=args.num_particles,
         vectorize_particles=args.vectorize_particles,
-        lr=args.lr,
-        val_data=test,
-        seed=args.seed,
-        device=None if distributed else device,
-        progress=args.progress,
-        distributed=distributed,
     )
-    train_seconds = time.perf_counter() - t0
-    if distributed and _rank() != 0:  # rank 0 alone evaluates and writes
+    if result is None:  # another process than rank 0 under torchrun
         return out
     test_elbo = infer.elbo(pair, test, seed=args.seed, device=device)
     test_ll = infer.log_likelihood(pair, test, num_samples=args.eval_samples, seed=args.seed, device=device)
@@ -528,24 +542,11 @@ def run_train_bnn(args) -> Path:
         f"{tuple(data.train_x.shape)} with {args.elbo} for {args.epochs} epochs",
         flush=True,
     )
-    t0 = time.perf_counter()
-    distributed = _launched_by_torchrun()
-    result = infer.fit(
-        pair,
-        train,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        elbo=args.elbo,
-        lr=args.lr,
-        scheduler=lambda opt: torch.optim.lr_scheduler.ExponentialLR(opt, args.lr_decay),
-        val_data=test,
-        seed=args.seed,
-        device=None if distributed else device,
-        progress=args.progress,
-        distributed=distributed,
+    decay = args.lr_decay
+    result, train_seconds = _fit(
+        pair, train, test, args, device, scheduler=lambda opt: torch.optim.lr_scheduler.ExponentialLR(opt, decay)
     )
-    train_seconds = time.perf_counter() - t0
-    if distributed and _rank() != 0:  # rank 0 alone evaluates and writes
+    if result is None:  # another process than rank 0 under torchrun
         return out
 
     def predict(x):

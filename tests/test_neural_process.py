@@ -124,7 +124,9 @@ def test_bad_input_messages():
         npr.log_likelihood(xc, yc, xt, torch.full_like(yt, float("nan")))
     data = gp_functions("rbf", num_functions=8, num_points=10, seed=0)
     data.y[3, 4] = float("nan")
-    with pytest.raises(ValueError, match=r"`data` holds NaN or infinite values: the first bad sample is index \d+ \(in reading order\)"):
+    with pytest.raises(
+        ValueError, match=r"`data` holds NaN or infinite values: the first bad sample is index \d+ \(in reading order\)"
+    ):
         fit(npr, ContextTargetBatches(data, batch_size=8, max_context=5), epochs=1, progress=False)
     with pytest.raises(TypeError, match="`x_context` must be a torch.Tensor"):
         npr.predict([1.0], yc, xt)

@@ -279,30 +279,12 @@ class DenseReparam(_DenseVariational):
         return self._finish(F.linear(x, self._draw("weight")))
 
 
-class DenseLocalReparam(_DenseVariational):
+class DenseLocalReparam(DenseReparam):
     """:class:`DenseReparam` with the local reparameterisation trick when called directly:
     the pre-activations are drawn from ``N(x mu^T, x^2 (sigma^2)^T)``, independently per
     input. Inside :class:`WithBNNLossCell`'s Pyro model the weights are sample sites, as in
-    :class:`DenseReparam` (the same ELBO; the trick's lower-variance gradient is not used)."""
-
-    def __init__(
-        self,
-        in_channels,
-        out_channels,
-        activation=None,
-        has_bias=True,
-        weight_prior_fn=NormalPrior,
-        weight_posterior_fn=normal_post_fn,
-        bias_prior_fn=NormalPrior,
-        bias_posterior_fn=normal_post_fn,
-    ):
-        super().__init__(
-            in_channels,
-            out_channels,
-            activation,
-            has_bias,
-            (weight_prior_fn, weight_posterior_fn, bias_prior_fn, bias_posterior_fn),
-        )
+    :class:`DenseReparam` (the same ELBO; the trick's lower-variance gradient is not used).
+    Same signature and defaults as :class:`DenseReparam`."""
 
     def forward(self, x):
         if self._site_prefix is not None:
