@@ -13,6 +13,8 @@ from ppmodels.infer import fit, load
 from ppmodels.models import VAE
 from ppmodels.nn import MLPDecoder, MLPEncoder
 
+from tolerances import DDP_RTOL
+
 MAP_PAIR = textwrap.dedent(
     """
     import json, os, sys
@@ -72,8 +74,8 @@ def test_two_processes_follow_the_single_process_trajectory_with_the_same_global
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     expected, got = json.loads(single.stdout), json.loads(ddp.stdout.strip().splitlines()[-1])
     # The same arithmetic up to the order of floating-point sums.
-    assert got["loss"] == pytest.approx(expected["loss"], rel=1e-5)
-    assert got["w"] == pytest.approx(expected["w"], rel=1e-5, abs=1e-6)
+    assert got["loss"] == pytest.approx(expected["loss"], rel=DDP_RTOL)
+    assert got["w"] == pytest.approx(expected["w"], rel=DDP_RTOL, abs=1e-6)
     assert expected["loss"][-1] < 0.5 * expected["loss"][0]
 
 

@@ -16,3 +16,13 @@ FACADE_LOSS_RTOL = 0.01
 
 #: A conjugate Normal-Normal posterior fitted by SVI: absolute tolerance on mean and std.
 CONJUGATE_ATOL = 0.03
+
+#: Mean-field SVI against an exact posterior that factorises (a Bayesian layer on an orthogonal
+#: design): means within this many posterior sds (SGD noise with 4 particles), sds within
+#: this relative error. A likelihood scaled by N/B twice would move the sds by sqrt(N/B).
+MEANFIELD_MEAN_SDS = 0.25
+MEANFIELD_SD_RTOL = 0.10
+
+#: Two processes under DDP against one process with the same global batch, on a pair with no
+#: Monte Carlo noise: the same arithmetic up to the order of float32 sums.
+DDP_RTOL = 1e-5
