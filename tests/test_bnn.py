@@ -184,6 +184,8 @@ def test_bad_priors_and_options_raise_clear_errors():
     bnn = to_bayesian(net)
     with pytest.raises(ValueError, match=r"`y` must have shape \(4,\) for this network's output, but got \(4, 3\)"):
         bnn.model(torch.zeros(4, 2), torch.zeros(4, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"`x` must hold at least one input, but got shape \(0, 2\)"):
+        bnn.predict(torch.zeros(0, 2))
     with pytest.raises(ValueError, match="does not support vectorize_particles=True"):
         fit(
             bnn,

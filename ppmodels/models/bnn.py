@@ -440,12 +440,14 @@ class BayesianNetwork(DataSizeMixin, nn.Module):
         the draws where the layers allow (``torch.func.vmap``). The same draws serve every
         input; ``batch_size`` bounds how many inputs go through at once (default all)."""
         check_tensor(x, "x")
+        if x.dim() == 0 or len(x) == 0:
+            raise ValueError(f"`x` must hold at least one input, but got shape {tuple(x.shape)}")
         step = len(x) if batch_size is None else check_positive_int(batch_size, "batch_size")
         was_training = self.training
         self.eval()
         try:
             weights = self.sample_weights(num_samples, seed)
-            out = torch.cat([self._outputs(x[i : i + step], weights) for i in range(0, max(len(x), 1), step)], dim=1)
+            out = torch.cat([self._outputs(x[i : i + step], weights) for i in range(0, len(x), step)], dim=1)
         finally:
             self.train(was_training)
         if self.likelihood == "categorical":

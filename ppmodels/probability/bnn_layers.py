@@ -467,6 +467,7 @@ class WithBNNLossCell(nn.Module):
         self._backbone, self._loss_fn = backbone, loss_fn
         self._pair = _BNNPair(backbone, loss_fn, self.dnn_factor, self.bnn_factor)
         self._elbo = get_elbo(estimator)
+        self._validated = False
 
     @property
     def backbone_network(self):
@@ -477,7 +478,11 @@ class WithBNNLossCell(nn.Module):
         return self._pair
 
     def forward(self, x, label):
-        return self._elbo.differentiable_loss(self._pair.model, self._pair.guide, x, label)
+        # Pyro checks shapes and distribution arguments on the first call only (as fit does).
+        with pyro.validation_enabled(not self._validated):
+            loss = self._elbo.differentiable_loss(self._pair.model, self._pair.guide, x, label)
+        self._validated = True
+        return loss
 
 
 __all__ = [
