@@ -501,8 +501,6 @@ def _ood_inputs(x, seed):
 
 
 def run_train_bnn(args) -> Path:
-    from sklearn.metrics import roc_auc_score
-
     from . import toolbox
 
     if not 0 < args.lr_decay <= 1:
@@ -558,11 +556,7 @@ def run_train_bnn(args) -> Path:
     for name, x in _ood_inputs(data.test_x, args.seed).items():
         epistemic[name] = toolbox.classification_uncertainty(predict(x)).epistemic
     test_mi = epistemic["test digits"]
-    auroc = {
-        name: float(roc_auc_score([0] * len(test_mi) + [1] * len(v), torch.cat([test_mi, v]).numpy()))
-        for name, v in epistemic.items()
-        if name != "test digits"
-    }
+    auroc = {name: toolbox.roc(test_mi, v).auroc for name, v in epistemic.items() if name != "test digits"}
     infer.save(out / "model.pt", pair, metadata={"command": "train", "model": "bnn", "data": args.data})
     metrics = {
         "model": "bnn (converted LeNet-5)" if args.convert else "bnn (BayesianLeNet5)",
