@@ -616,7 +616,7 @@ def run_train_np(args) -> Path:
     torch.manual_seed(args.seed)
     pair = models.NeuralProcess(hidden=args.hidden, latent_dim=args.latent_dim, attention=args.attention)
     print(
-        f"training a {'attentive ' if args.attention else ''}neural process on {args.data} "
+        f"training {'an attentive' if args.attention else 'a'} neural process on {args.data} "
         f"({args.functions} functions x {args.points} points) with {args.elbo} for {args.epochs} epochs",
         flush=True,
     )
