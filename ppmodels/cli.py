@@ -42,6 +42,25 @@ def _dims(text):
     return dims
 
 
+def _add_run_options(p, epochs, batch_size, lr, out, epochs_help="epochs", batch_help=None, elbo_option=True):
+    """Options every training subcommand has: estimator, budget, optimiser, seed, device,
+    output folder and progress bar."""
+    if elbo_option:
+        p.add_argument("--elbo", choices=ELBO_NAMES, default="trace", help="ELBO estimator (default trace)")
+    p.add_argument("--epochs", type=_positive_int, default=epochs, help=f"{epochs_help} (default {epochs})")
+    p.add_argument("--batch-size", type=_positive_int, default=batch_size, help=batch_help)
+    p.add_argument("--lr", type=float, default=lr, help=f"Adam learning rate (default {lr:g})")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--out", default=None, help=f"output folder (default {out})")
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show a progress bar (default: only on a terminal)",
+    )
+
+
 def _add_train_options(p, latent_default, epochs_default, elbo_option=True):
     p.add_argument("--data", default="digits", help=DATA_HELP)
     p.add_argument("--download", action="store_true", help="download MNIST/Fashion-MNIST into the cache if missing")
@@ -60,8 +79,6 @@ def _add_train_options(p, latent_default, epochs_default, elbo_option=True):
         help=f"latent dimension (default {latent_default}; 2 adds the latent scatter and walk figures)",
     )
     p.add_argument("--likelihood", choices=LIKELIHOODS, default="bernoulli", help="p(x|z) (default bernoulli)")
-    if elbo_option:
-        p.add_argument("--elbo", choices=ELBO_NAMES, default="trace", help="ELBO estimator (default trace)")
     p.add_argument("--num-particles", type=_positive_int, default=None, help="particles per step for the estimator")
     p.add_argument(
         "--vectorize-particles",
@@ -69,24 +86,13 @@ def _add_train_options(p, latent_default, epochs_default, elbo_option=True):
         default=None,
         help="draw the particles in one vectorised pass (default: the estimator's own default)",
     )
-    p.add_argument("--epochs", type=_positive_int, default=epochs_default, help=f"epochs (default {epochs_default})")
-    p.add_argument("--batch-size", type=_positive_int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--eval-samples",
         type=_positive_int,
         default=500,
         help="importance samples K for the test log-likelihood (default 500)",
     )
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--out", default=None, help="output folder (default runs/MODEL-DATA)")
-    p.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="show a progress bar (default: only on a terminal)",
-    )
+    _add_run_options(p, epochs_default, 128, 1e-3, "runs/MODEL-DATA", elbo_option=elbo_option)
 
 
 def build_parser():
@@ -135,17 +141,10 @@ def build_parser():
         help="train a deterministic LeNet-5 first, then convert it (posterior means start at its weights)",
     )
     bnn.add_argument("--pretrain-epochs", type=_positive_int, default=5, help="deterministic epochs for --convert")
-    bnn.add_argument("--elbo", choices=ELBO_NAMES, default="trace", help="ELBO estimator (default trace)")
-    bnn.add_argument("--epochs", type=_positive_int, default=20, help="epochs (default 20)")
-    bnn.add_argument("--batch-size", type=_positive_int, default=64)
-    bnn.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3)")
     bnn.add_argument("--lr-decay", type=float, default=0.9, help="learning-rate factor per epoch (default 0.9)")
     bnn.add_argument("--init-scale", type=float, default=1e-2, help="initial posterior sd (default 0.01)")
     bnn.add_argument("--eval-samples", type=_positive_int, default=100, help="posterior draws for predictions")
-    bnn.add_argument("--seed", type=int, default=0)
-    bnn.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    bnn.add_argument("--out", default=None, help="output folder (default runs/bnn-DATA)")
-    bnn.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    _add_run_options(bnn, 20, 64, 3e-3, "runs/bnn-DATA")
 
     npr = models.add_parser(
         "np",
@@ -162,17 +161,18 @@ def build_parser():
     npr.add_argument("--attention", action="store_true", help="attentive deterministic path (ANP)")
     npr.add_argument("--hidden", type=_positive_int, default=64, help="hidden width (default 64)")
     npr.add_argument("--latent-dim", type=_positive_int, default=32)
-    npr.add_argument("--elbo", choices=ELBO_NAMES, default="trace", help="ELBO estimator (default trace)")
-    npr.add_argument("--epochs", type=_positive_int, default=40, help="passes over the training functions (default 40)")
-    npr.add_argument("--batch-size", type=_positive_int, default=16, help="functions per step (default 16)")
-    npr.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
     npr.add_argument("--eval-context", type=_positive_int, default=10, help="context points when evaluating")
     npr.add_argument("--eval-functions", type=_positive_int, default=500, help="held-out functions (default 500)")
     npr.add_argument("--eval-samples", type=_positive_int, default=200, help="draws of z when evaluating")
-    npr.add_argument("--seed", type=int, default=0)
-    npr.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    npr.add_argument("--out", default=None, help="output folder (default runs/np-DATA)")
-    npr.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    _add_run_options(
+        npr,
+        40,
+        16,
+        1e-3,
+        "runs/np-DATA",
+        epochs_help="passes over fresh training functions",
+        batch_help="functions per step",
+    )
 
     compare_elbo = sub.add_parser(
         "compare-elbo",
