@@ -43,7 +43,7 @@ from _paired import clock, paired, rotations, since
 from ppmodels.data import digits
 from ppmodels.infer import fit
 from ppmodels.infer.data import TensorBatches
-from ppmodels.models import BayesianLeNet5
+from ppmodels.models import BayesianLeNet5, Prediction
 from ppmodels.nn import LeNet5
 from ppmodels.probability import TrainOneStepCell, bnn_layers
 from ppmodels.toolbox import accuracy, expected_calibration_error, negative_log_likelihood
@@ -117,7 +117,7 @@ class FacadePredictor:
     @torch.no_grad()
     def predict(self, x, num_samples, seed):
         pyro.set_rng_seed(seed)
-        return type("P", (), {"samples": torch.stack([self.net(x).softmax(-1) for _ in range(num_samples)])})
+        return Prediction(torch.stack([self.net(x).softmax(-1) for _ in range(num_samples)]))
 
 
 def train_facade(bnn, x, y, epochs, seed):
