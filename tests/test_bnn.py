@@ -11,6 +11,7 @@ from torch import nn
 
 from ppmodels.infer import fit, load, save
 from ppmodels.models import BayesianLeNet5, BayesianLinearRegression, BayesianNetwork, to_bayesian
+from ppmodels.models.bnn import _IIDNormal
 from ppmodels.nn import LeNet5
 
 from tolerances import MC_SIGMAS, MEANFIELD_MEAN_SDS, MEANFIELD_SD_RTOL
@@ -157,6 +158,27 @@ def test_priors_by_distribution_dict_and_callable():
     assert by_callable.prior("1.bias").event_shape == (1,)
     full = to_bayesian(nn.Linear(2, 3), prior={"weight": dist.Normal(torch.zeros(3, 2), 1.0).to_event(2)})
     assert full.prior("weight").event_shape == (3, 2)
+
+
+@pytest.mark.parametrize("loc, scale", [(0.0, 1.0), (0.5, 0.1)])
+def test_scalar_normal_prior_is_the_expanded_normal(loc, scale):
+    # A scalar Normal prior is scored with its two scalars (no full-size log and pow per
+    # step); it must be the same distribution as torch's expanded Normal.
+    prior = to_bayesian(nn.Linear(4, 3), prior=dist.Normal(loc, scale)).prior("weight")
+    assert isinstance(prior.base_dist, _IIDNormal)
+    reference = dist.Normal(loc, scale).expand((3, 4)).to_event(2)
+    w = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    torch.testing.assert_close(prior.log_prob(w), reference.log_prob(w))
+    (grad,) = torch.autograd.grad(prior.log_prob(w), w)
+    torch.testing.assert_close(grad, -(w.detach() - loc) / scale**2)
+    assert prior.event_shape == (3, 4) and prior.sample((5,)).shape == (5, 3, 4)
+    torch.testing.assert_close(prior.mean, reference.mean)
+    torch.testing.assert_close(prior.variance, reference.variance)
+    q = dist.Normal(torch.randn(3, 4), 0.3).to_event(2)
+    torch.testing.assert_close(
+        torch.distributions.kl_divergence(q, prior), torch.distributions.kl_divergence(q, reference)
+    )
+    assert prior.base_dist.expand((2, 3, 4)).batch_shape == (2, 3, 4)
 
 
 def test_bad_priors_and_options_raise_clear_errors():

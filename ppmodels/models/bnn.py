@@ -127,10 +127,45 @@ def _to_device(d, device):
     return type(d)(**{k: v.to(device) for k, v in params.items()})
 
 
+class _IIDNormal(dist.Normal):
+    """``Normal(loc, scale)`` with scalar ``loc`` and ``scale`` expanded to a weight's shape.
+
+    The same distribution as ``dist.Normal(loc, scale).expand(shape)``; only ``log_prob``
+    differs, computing with the two scalars instead of full-size expanded parameters. For a
+    LeNet-5 that saves a pass of ``log`` and ``pow`` over all 62k weights in every step, in
+    the forward and the backward pass.
+    """
+
+    def __init__(self, loc: torch.Tensor, scale: torch.Tensor, shape, validate_args=None):
+        super().__init__(loc.expand(shape), scale.expand(shape), validate_args=validate_args)
+        self._loc0, self._scale0 = float(loc), float(scale)
+        self._log_normalizer = math.log(self._scale0) + 0.5 * math.log(2 * math.pi)
+
+    def expand(self, batch_shape, _instance=None):
+        return dist.Normal(self.loc, self.scale, validate_args=False).expand(batch_shape, _instance)
+
+    def log_prob(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
+        z = (value - self._loc0) / self._scale0 if self._loc0 or self._scale0 != 1.0 else value
+        return z.square().mul(-0.5).sub(self._log_normalizer)
+
+
+def _is_scalar_normal(d) -> bool:
+    return (
+        type(d) in (dist.Normal, torch.distributions.Normal)
+        and d.loc.dim() == 0
+        and d.scale.dim() == 0
+        and not (d.loc.requires_grad or d.scale.requires_grad)
+    )
+
+
 def _expand(name, d, shape):
     n = len(shape)
     if tuple(d.event_shape) == shape and tuple(d.batch_shape) == ():
         return d
+    if _is_scalar_normal(d) and n:
+        return dist.Independent(_IIDNormal(d.loc, d.scale, shape), n)
     if tuple(d.event_shape) != ():
         raise ValueError(
             f"`prior` for {name!r}: a distribution with event shape {tuple(d.event_shape)} does not fit the "

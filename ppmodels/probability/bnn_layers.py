@@ -28,6 +28,7 @@ from torch.nn import functional as F
 
 from ..infer.elbo import get_elbo
 from ..models._plate import DataSizeMixin
+from ..models.bnn import _expand
 from ._checks import check_cell, check_positive_int
 
 
@@ -215,10 +216,21 @@ class _Variational(nn.Module):
         posterior = getattr(self, f"{role}_posterior")
         if self._site_prefix is None:
             return posterior("sample")
+        return pyro.sample(f"{self._site_prefix}{role}", self._prior_distribution(role, posterior.mean))
+
+    def _prior_distribution(self, role, like):
+        """The prior of ``role`` expanded to the weight's shape; made once per device, dtype and
+        validation setting (a scalar Normal prior is then scored with its two scalars)."""
         prior = getattr(self, f"{role}_prior").normal
-        shape = posterior.mean.shape
-        p = dist.Normal(prior._mean_value, prior._sd_value).expand(shape).to_event(len(shape))
-        return pyro.sample(f"{self._site_prefix}{role}", p)
+        validate = torch.distributions.Distribution._validate_args
+        mean, sd = prior._mean_value, prior._sd_value
+        key = (like.device, like.dtype, tuple(like.shape), validate, id(mean), mean._version, id(sd), sd._version)
+        cache = self.__dict__.setdefault("_prior_cache", {})
+        cached = cache.get(role)
+        if cached is None or cached[0] != key:
+            base = dist.Normal(mean.to(like), sd.to(like), validate_args=validate)
+            cached = cache[role] = (key, _expand(role, base, tuple(like.shape)))
+        return cached[1]
 
     def compute_kl_loss(self) -> torch.Tensor:
         """KL(posterior || prior), analytic, summed over every weight (and bias).
