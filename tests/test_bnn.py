@@ -11,7 +11,7 @@ from torch import nn
 
 from ppmodels.infer import fit, load, save
 from ppmodels.models import BayesianLeNet5, BayesianLinearRegression, BayesianNetwork, to_bayesian
-from ppmodels.models.bnn import _IIDNormal
+from ppmodels.models._normal import ScalarScaleNormal
 from ppmodels.nn import LeNet5
 
 from tolerances import MC_SIGMAS, MEANFIELD_MEAN_SDS, MEANFIELD_SD_RTOL
@@ -165,7 +165,7 @@ def test_scalar_normal_prior_is_the_expanded_normal(loc, scale):
     # A scalar Normal prior is scored with its two scalars (no full-size log and pow per
     # step); it must be the same distribution as torch's expanded Normal.
     prior = to_bayesian(nn.Linear(4, 3), prior=dist.Normal(loc, scale)).prior("weight")
-    assert isinstance(prior.base_dist, _IIDNormal)
+    assert isinstance(prior.base_dist, ScalarScaleNormal)
     reference = dist.Normal(loc, scale).expand((3, 4)).to_event(2)
     w = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
     torch.testing.assert_close(prior.log_prob(w), reference.log_prob(w))

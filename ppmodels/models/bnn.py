@@ -32,6 +32,7 @@ from .._random import seeded
 from .._spec import recorded
 from .._validate import check_choice, check_module, check_positive_float, check_positive_int, check_tensor
 from ..nn.lenet import LeNet5
+from ._normal import ScalarScaleNormal
 from ._plate import DataSizeMixin
 
 #: layer types whose weight and bias become random (subclasses included)
@@ -127,30 +128,6 @@ def _to_device(d, device):
     return type(d)(**{k: v.to(device) for k, v in params.items()})
 
 
-class _IIDNormal(dist.Normal):
-    """``Normal(loc, scale)`` with scalar ``loc`` and ``scale`` expanded to a weight's shape.
-
-    The same distribution as ``dist.Normal(loc, scale).expand(shape)``; only ``log_prob``
-    differs, computing with the two scalars instead of full-size expanded parameters. For a
-    LeNet-5 that saves a pass of ``log`` and ``pow`` over all 62k weights in every step, in
-    the forward and the backward pass.
-    """
-
-    def __init__(self, loc: torch.Tensor, scale: torch.Tensor, shape, validate_args=None):
-        super().__init__(loc.expand(shape), scale.expand(shape), validate_args=validate_args)
-        self._loc0, self._scale0 = float(loc), float(scale)
-        self._log_normalizer = math.log(self._scale0) + 0.5 * math.log(2 * math.pi)
-
-    def expand(self, batch_shape, _instance=None):
-        return dist.Normal(self.loc, self.scale, validate_args=False).expand(batch_shape, _instance)
-
-    def log_prob(self, value):
-        if self._validate_args:
-            self._validate_sample(value)
-        z = (value - self._loc0) / self._scale0 if self._loc0 or self._scale0 != 1.0 else value
-        return z.square().mul(-0.5).sub(self._log_normalizer)
-
-
 def _is_scalar_normal(d) -> bool:
     return (
         type(d) in (dist.Normal, torch.distributions.Normal)
@@ -165,7 +142,11 @@ def _expand(name, d, shape):
     if tuple(d.event_shape) == shape and tuple(d.batch_shape) == ():
         return d
     if _is_scalar_normal(d) and n:
-        return dist.Independent(_IIDNormal(d.loc, d.scale, shape), n)
+        # Scored with the prior's one scale: no full-size log and square of the expanded scale
+        # (a pass over every weight, forward and backward, in every step).
+        base = ScalarScaleNormal(d.loc.expand(shape), float(d.scale), d._validate_args)
+        base.zero_loc = float(d.loc) == 0.0
+        return dist.Independent(base, n)
     if tuple(d.event_shape) != ():
         raise ValueError(
             f"`prior` for {name!r}: a distribution with event shape {tuple(d.event_shape)} does not fit the "
@@ -387,6 +368,9 @@ class BayesianNetwork(DataSizeMixin, nn.Module):
         """The distribution of ``y`` given the network's output ``out``."""
         if self.likelihood == "categorical":
             return dist.Categorical(logits=out)
+        if self.likelihood == "normal":  # one noise level: scored without expanding it
+            scale = self.noise_scale if self.noise_scale is not None else self.log_noise_scale.exp()
+            return ScalarScaleNormal(out, scale).to_event(max(out.dim() - 1, 0))
         mean, scale = self.split_output(out)
         return dist.Normal(mean, scale).to_event(max(mean.dim() - 1, 0))
 

@@ -12,6 +12,7 @@ from torch.nn import functional as F
 
 from .._spec import recorded
 from .._validate import check_choice, check_module, check_positive_float, check_positive_int
+from ._normal import ScalarScaleNormal
 from ._plate import DataSizeMixin
 
 LIKELIHOODS = ("bernoulli", "continuous_bernoulli", "normal")
@@ -122,7 +123,7 @@ class VAE(DataSizeMixin, nn.Module):
             event_dims = out.dim() - 1
         if self.likelihood == "normal":
             scale = self.log_scale.exp() if self.log_scale is not None else self._fixed_scale
-            d = dist.Normal(out, scale)
+            d = ScalarScaleNormal(out, scale)
         else:
             family = dist.Bernoulli if self.likelihood == "bernoulli" else dist.ContinuousBernoulli
             if self.decoder_output == "logits":
