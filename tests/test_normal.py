@@ -32,8 +32,7 @@ def test_a_learned_scale_gets_the_same_gradient():
 
 
 def test_zero_loc_shortcut_moments_expand_and_kl():
-    d = ScalarScaleNormal(torch.zeros(()).expand(3, 2), 2.0)
-    d.zero_loc = True
+    d = ScalarScaleNormal(torch.zeros(()).expand(3, 2), 2.0, zero_loc=True)
     x = torch.randn(3, 2)
     torch.testing.assert_close(d.log_prob(x), dist.Normal(0.0, 2.0).log_prob(x))
     assert d.batch_shape == (3, 2) and d.sample((4,)).shape == (4, 3, 2) and d.rsample().shape == (3, 2)

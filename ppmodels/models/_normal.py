@@ -18,22 +18,21 @@ class ScalarScaleNormal(dist.Normal):
     ``Normal.log_prob`` squares and takes the log of the scale broadcast to the full shape in
     every call; here the log is taken once, of one number, and the density costs four
     elementwise passes instead of about eight (forward and backward). The scale may carry a
-    gradient (a learned noise level).
+    gradient (a learned noise level). ``zero_loc=True`` says ``loc`` is all zeros (an i.i.d.
+    prior), which saves the subtraction.
     """
 
-    def __init__(self, loc: torch.Tensor, scale, validate_args=None):
+    def __init__(self, loc: torch.Tensor, scale, validate_args=None, zero_loc: bool = False):
         if isinstance(scale, torch.Tensor) and scale.dim() != 0:
             raise ValueError(f"ScalarScaleNormal needs one scale, but got shape {tuple(scale.shape)}")
         self._scale0 = float(scale) if isinstance(scale, (int, float)) else scale
         log_scale = math.log(self._scale0) if isinstance(self._scale0, float) else self._scale0.log()
         self._log_normalizer = log_scale + _HALF_LOG_2PI
-        self.zero_loc = False  # set by a caller that knows loc is all zeros: skips a pass
+        self.zero_loc = zero_loc
         super().__init__(loc, scale, validate_args=validate_args)
 
     def expand(self, batch_shape, _instance=None):
-        new = ScalarScaleNormal(self.loc.expand(batch_shape), self._scale0, validate_args=False)
-        new.zero_loc = self.zero_loc
-        return new
+        return ScalarScaleNormal(self.loc.expand(batch_shape), self._scale0, False, self.zero_loc)
 
     def log_prob(self, value):
         if self._validate_args:

@@ -144,8 +144,7 @@ def _expand(name, d, shape):
     if _is_scalar_normal(d) and n:
         # Scored with the prior's one scale: no full-size log and square of the expanded scale
         # (a pass over every weight, forward and backward, in every step).
-        base = ScalarScaleNormal(d.loc.expand(shape), float(d.scale), d._validate_args)
-        base.zero_loc = float(d.loc) == 0.0
+        base = ScalarScaleNormal(d.loc.expand(shape), float(d.scale), d._validate_args, zero_loc=float(d.loc) == 0.0)
         return dist.Independent(base, n)
     if tuple(d.event_shape) != ():
         raise ValueError(

@@ -220,7 +220,7 @@ class _Variational(nn.Module):
 
     def _prior_distribution(self, role, like):
         """The prior of ``role`` expanded to the weight's shape; made once per device, dtype and
-        validation setting (a scalar Normal prior is then scored with its two scalars)."""
+        validation setting (a scalar Normal prior is then scored with its one scale)."""
         prior = getattr(self, f"{role}_prior").normal
         validate = torch.distributions.Distribution._validate_args
         mean, sd = prior._mean_value, prior._sd_value
