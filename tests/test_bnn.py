@@ -162,7 +162,7 @@ def test_priors_by_distribution_dict_and_callable():
 
 @pytest.mark.parametrize("loc, scale", [(0.0, 1.0), (0.5, 0.1)])
 def test_scalar_normal_prior_is_the_expanded_normal(loc, scale):
-    # A scalar Normal prior is scored with its two scalars (no full-size log and pow per
+    # A scalar Normal prior is scored with its one scale (no full-size log and pow per
     # step); it must be the same distribution as torch's expanded Normal.
     prior = to_bayesian(nn.Linear(4, 3), prior=dist.Normal(loc, scale)).prior("weight")
     assert isinstance(prior.base_dist, ScalarScaleNormal)
