@@ -28,7 +28,11 @@ CASES = [
         TypeError,
         r"`pair` must be a torch.nn.Module to be saved, but got str",
     ),
-    (lambda: infer.elbo(vae(), "data"), TypeError, r"`data` must be a tensor, a tuple of tensors"),
+    (
+        lambda: infer.elbo(vae(), "data"),
+        TypeError,
+        r"`data` must be a tensor, a tuple or dict of the model.s arguments",
+    ),
     (lambda: vae().generate(0), ValueError, r"`num_samples` must be a positive int, but got 0"),
     (lambda: vae().generate(2.5), TypeError, r"`num_samples` must be a positive int, but got 2.5"),
     (lambda: vae().encode([1, 2]), TypeError, r"`x` must be a torch.Tensor, but got list"),

@@ -69,8 +69,8 @@ def test_every_estimator_trains_the_parameters(data, elbo):
 def test_jit_estimators_refuse_module_parameters_before_training(data, elbo):
     with pytest.raises(
         ValueError,
-        match=rf"'{elbo}' compiles the loss with Pyro's parameter store .* keeps 4616 "
-        r"parameters in its modules",
+        match=rf"'{elbo}' compiles the loss with the parameters Pyro sees .* but 10 module parameters \(4616 "
+        r"values: encoder.body.0.weight, .*\) are used without being registered",
     ):
         fit(small_vae(), data.train_x, elbo=elbo)
 
@@ -297,7 +297,7 @@ def test_nonfinite_data_in_a_batch_stream(data):
     [
         (torch.empty(0, 1, 8, 8), ValueError, r"`data` is empty: it holds no samples"),
         (iter([torch.rand(2, 1, 8, 8)]), TypeError, r"an iterator can be read only once"),
-        ("digits", TypeError, r"`data` must be a tensor, a tuple of tensors, a torch Dataset"),
+        ("digits", TypeError, r"`data` must be a tensor, a tuple or dict of the model.s arguments, a torch Dataset"),
         ((torch.rand(4, 1, 8, 8), torch.zeros(3)), ValueError, r"the tensors must share their first dimension"),
     ],
     ids=["empty", "iterator", "string", "mismatched"],

@@ -1,5 +1,15 @@
 """Inference: ELBO estimators by name, the training engine, evaluation and checkpoints."""
 
+from .callbacks import (
+    Callback,
+    ClipParams,
+    EarlyStopping,
+    KwargSchedule,
+    ProjectParams,
+    TensorBoard,
+    TrainState,
+    linear_schedule,
+)
 from .checkpoint import load, save
 from .compare import GUIDES, KERNELS, Comparison, compare
 from .compare_elbos import ElboComparison, compare_elbos, gradient_variance
@@ -8,21 +18,29 @@ from .evaluate import elbo, log_likelihood, log_weights
 from .fit import FitResult, NonFiniteLossError, fit, make_optimizer
 
 __all__ = [
+    "Callback",
+    "ClipParams",
     "Comparison",
     "ELBO_NAMES",
     "ESTIMATORS",
+    "EarlyStopping",
     "ElboComparison",
     "FitResult",
     "GUIDES",
     "KERNELS",
+    "KwargSchedule",
     "NonFiniteLossError",
     "Objective",
+    "ProjectParams",
+    "TensorBoard",
+    "TrainState",
     "compare",
     "compare_elbos",
     "elbo",
     "fit",
     "get_elbo",
     "gradient_variance",
+    "linear_schedule",
     "load",
     "log_likelihood",
     "log_weights",

@@ -11,10 +11,15 @@ from pyro.poutine.util import prune_subsample_sites
 
 from .._random import seeded as _seeded
 from .._validate import check_positive_int
-from .data import as_args, batch_size_of, make_batches, to_device
+from .data import as_args, batch_size_of, is_constant, make_batches, to_device
 
 #: at most this many (particle x datum) rows go through the networks at once
 MAX_ROWS = 8192
+
+
+def _repeatable(batch) -> bool:
+    values = batch.values() if isinstance(batch, dict) else batch
+    return all(isinstance(v, torch.Tensor) or is_constant(v) for v in values)
 
 
 def _repeat(batch, k):
@@ -55,13 +60,17 @@ def log_weights(pair, batch, num_samples: int = 1, plate: str = "data") -> torch
     """``log p(x_i, z_ik) - log q(z_ik | x_i)`` for ``k < num_samples`` draws from the guide.
 
     The batch is repeated ``num_samples`` times along its first dimension, so any pair whose
-    networks handle a batch handles this. Scaling by the plate (``num_data``) is undone.
+    networks handle a batch handles this; when an argument cannot be repeated (e.g. the
+    deep Markov model's ``PackedSequence``), the draws are taken one pass at a time instead.
+    Scaling by the plate (``num_data``) is undone.
 
     :returns: a tensor of shape ``(num_samples, B)``.
     """
     batch = as_args(batch)
     b = batch_size_of(batch)
     k = check_positive_int(num_samples, "num_samples")
+    if k > 1 and not _repeatable(batch):
+        return torch.cat([log_weights(pair, batch, 1, plate) for _ in range(k)])
     rep = _repeat(batch, k)
     args, kwargs = (rep, {}) if isinstance(rep, tuple) else ((), rep)
     guide_trace = poutine.trace(pair.guide).get_trace(*args, **kwargs)
@@ -78,7 +87,9 @@ def log_weights(pair, batch, num_samples: int = 1, plate: str = "data") -> torch
 
 def _per_sample(pair, data, num_samples, batch_size, seed, device, plate, reduce):
     k = check_positive_int(num_samples, "num_samples")
-    batches = make_batches(data, batch_size, shuffle=False, name="data")
+    whole = isinstance(data, (tuple, dict)) and not _repeatable(data)
+    # arguments that cannot be sliced into batches (a PackedSequence) are evaluated whole
+    batches = make_batches(data, None if whole else batch_size, shuffle=False, name="data", full_batch=whole)
     was_training = getattr(pair, "training", False)
     if isinstance(pair, torch.nn.Module):
         pair.eval()

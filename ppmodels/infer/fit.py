@@ -1,11 +1,15 @@
-"""The training engine: any model/guide pair, Pyro's ELBO, a torch optimizer."""
+"""The training engine: any model/guide pair, Pyro's ELBO, a torch optimizer, callbacks.
+
+:func:`fit` is a short loop (read it whole below) over a *step* — the loss and gradients
+of one batch under Pyro's estimator — and :mod:`callbacks <ppmodels.infer.callbacks>` at a
+few hook points. :class:`_Run` prepares what the loop needs: the pair in one form, the
+batches as Pyro would pass them, the step, the first-step checks, the optimizer, and the
+state a checkpoint restores.
+"""
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import math
-import os
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -14,12 +18,15 @@ import pyro
 import pyro.optim
 import torch
 from pyro import poutine
-from tqdm.auto import tqdm
 
 from .._validate import check_choice, check_nonnegative_int, check_positive_float, check_positive_int
 from . import checkpoint as ckpt
-from .data import DEFAULT_BATCH_SIZE, Batches, as_args, batch_size_of, check_batch_finite, make_batches, to_device
+from . import checks
+from . import distributed as dist_
+from .callbacks import Callback, Checkpoint, LRScheduler, NaNGuard, Progress, TrainState, Validation
+from .data import Batches, FullBatch, as_args, batch_size_of, check_batch_finite, make_batches, to_device
 from .elbo import Objective, estimator_name, get_elbo, is_jit
+from .pairs import as_pair, check_keywords, declares_data_size, names_keyword
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -32,11 +39,15 @@ class NonFiniteLossError(FloatingPointError):
 
 @dataclass
 class FitResult:
-    """What :func:`fit` returns: per-epoch losses (negative ELBO, nats per sample) and timings.
+    """What :func:`fit` returns: per-epoch losses (negative ELBO, nats per sample), every
+    step's loss, and timings.
 
-    :ivar train_loss: mean training loss of each epoch (over the steps of that epoch).
+    :ivar train_loss: mean training loss of each epoch, per sample (over the steps of that epoch).
     :ivar val_loss: validation loss after each epoch, or ``None`` entries without validation data.
     :ivar epoch_seconds: wall time of each epoch's training steps.
+    :ivar losses: every step's loss as the estimator returned it (what ``pyro.infer.SVI.step``
+        returns: the batch's negative ELBO as the model scales it).
+    :ivar stopped: why training stopped before ``epochs`` (a callback's reason), else ``None``.
     """
 
     train_loss: list = field(default_factory=list)
@@ -45,6 +56,8 @@ class FitResult:
     num_data: int = 0
     num_steps: int = 0
     estimator: str = "trace"
+    losses: list = field(default_factory=list)
+    stopped: str | None = None
 
     @property
     def epochs(self) -> int:
@@ -61,13 +74,557 @@ class FitResult:
         return out
 
 
-def _check_pair(pair):
-    for role in ("model", "guide"):
-        if not callable(getattr(pair, role, None)):
+class _Callbacks(list):
+    """The callbacks in order, called hook by hook."""
+
+    def __getattr__(self, hook):
+        if not hook.startswith("on_"):
+            raise AttributeError(hook)
+
+        def call(state):
+            for cb in self:
+                getattr(cb, hook)(state)
+
+        return call
+
+
+def fit(
+    pair=None,
+    data=None,
+    *,
+    model=None,
+    guide=None,
+    epochs: int = 10,
+    batch_size: int | None = None,
+    elbo="trace",
+    num_particles: int | None = None,
+    vectorize_particles: bool | None = None,
+    optimizer=None,
+    lr: float = 1e-3,
+    val_data=None,
+    seed: int | None = None,
+    device=None,
+    progress=None,
+    checkpoint=None,
+    resume=None,
+    shuffle: bool | None = None,
+    validate: str = "first",
+    scheduler=None,
+    callbacks=(),
+    distributed: bool = False,
+) -> FitResult:
+    """Train a model/guide pair with one of Pyro's ELBOs and a torch optimizer.
+
+    :param pair: anything with ``.model`` and ``.guide`` (a ppmodels pair, your own
+        ``nn.Module``/``PyroModule``, a ``SimpleNamespace``), or a ``(model, guide)`` tuple
+        of callables; or give ``model=`` and ``guide=``. Module parameters are trained, and
+        so are the ``pyro.param`` sites met in the first step. A pair may define
+        ``elbo_parameters()`` to restrict what the optimizer trains, and
+        ``adversary_step(*batch)``, run before every ELBO step (a GAN discriminator's update,
+        as :class:`ppmodels.models.VAEGAN` does).
+    :param data: what the model takes: a tensor (one argument), a tuple (the positional
+        arguments), a dict (keyword arguments), ``None`` (none); or a ``Dataset``, a
+        ``DataLoader`` or a re-iterable of batches (each a tuple or a dict). How it is
+        passed depends on the pair:
+
+        - a pair that declares its data-set size (``num_data``/``set_num_data``: ppmodels'
+          own pairs) gets shuffled mini-batches of ``batch_size`` (default 128), its
+          ``num_data`` set to the data set's size so that it scales them;
+        - any other pair (your Pyro program) gets the whole data set, in its order, at every
+          step (one step per epoch), as ``pyro.infer.SVI.step(*data)`` would. Mini-batches
+          only when asked for (``batch_size=``, a ``DataLoader`` or a list of batches); then
+          the first step must show that the model scales them (every observed site in a plate
+          of the data set's full size subsampled to the batch), and a model whose signature
+          names ``subsample`` gets each batch's indices into the data set as
+          ``subsample=...`` (for ``pyro.plate(name, size=N, subsample=subsample)``).
+
+        In a tuple or dict, tensors with a first dimension are the data (sliced into
+        mini-batches); flags, numbers, ``None``, 0-d tensors and lists reach the model
+        unchanged at every step.
+    :param int epochs: total number of epochs (with ``resume``, counting those already done).
+    :param int batch_size: mini-batch size for tensors and datasets (see ``data``).
+    :param elbo: an estimator name (see :data:`ppmodels.infer.ELBO_NAMES`) or a
+        ``pyro.infer.ELBO`` instance.
+    :param optimizer: ``None`` (Adam with ``lr``), a ``torch.optim.Optimizer``, an optimizer
+        class or factory ``params -> Optimizer``, or a ``pyro.optim`` optimizer.
+    :param val_data: data for the validation loss after each epoch (passed like ``data``).
+    :param int seed: seeds Pyro, torch and the shuffling.
+    :param device: move the pair and every batch there (e.g. ``"cuda"``).
+    :param progress: ``True`` (a bar), ``False``, ``None`` (a bar only on a terminal), or
+        ``"log"`` (a plain line per epoch on stderr, for log files).
+    :param checkpoint: a path; a checkpoint is written there (atomically) after every epoch:
+        the pair's modules, its ``pyro.param`` values, the optimizer, the random states, the
+        callbacks' states.
+    :param resume: a checkpoint path written by ``checkpoint=``; training continues from it,
+        exactly as if it had not stopped. Settings that would change the run (learning rate,
+        batch size, estimator, ...) must be the same, and ``epochs`` at least those done.
+    :param shuffle: reshuffle the data every epoch (default: ``True`` for pairs that declare
+        their data-set size, ``False`` otherwise).
+    :param scheduler: a factory ``optimizer -> torch.optim.lr_scheduler.LRScheduler``; the
+        scheduler steps once per epoch (e.g. ``lambda opt: ExponentialLR(opt, 0.99)``).
+    :param callbacks: :class:`~ppmodels.infer.callbacks.Callback` instances, called in order
+        after fit's own (NaN guard, scheduler, validation) and before its checkpoint and
+        progress display.
+    :param str validate: ``"first"`` checks the model's shapes and distribution arguments
+        on the first step only (the fast default), ``"always"`` on every step, ``"never"``.
+    :param bool distributed: train with ``torch.nn.parallel.DistributedDataParallel`` across
+        the processes ``torchrun`` starts (gloo on CPU, NCCL on GPUs; the process group is
+        initialised from torchrun's environment unless it already is). Each process takes
+        its share of every global batch of ``batch_size x world_size`` samples (tensors are
+        sliced, datasets go through a ``DistributedSampler``); the likelihood is still scaled
+        by the full data set's size, and the gradients are averaged, so the steps are those
+        of one process with the global batch. Rank 0 alone writes checkpoints and shows the
+        progress bar; the reported losses are those of the global batches.
+    :returns: :class:`FitResult` with per-epoch losses in nats per sample.
+    :raises NonFiniteLossError: the loss became NaN or infinite (epoch and step named).
+    :raises ValueError: before any update, when the first step shows the run would be
+        silently wrong (unscaled mini-batches of a model with global latents, per-datum
+        parameters under shuffling, an estimator's precondition); the message names the
+        site, plate or parameter and the fix.
+
+    Example::
+
+        >>> import torch
+        >>> from ppmodels.infer import fit
+        >>> from ppmodels.models import VAE
+        >>> from ppmodels.nn import MLPEncoder, MLPDecoder
+        >>> vae = VAE(MLPEncoder((4,), 2), MLPDecoder(2, (4,)), latent_dim=2)
+        >>> result = fit(vae, torch.rand(64, 4), epochs=2, batch_size=32, seed=0)
+        >>> len(result.train_loss)
+        2
+    """
+    run = _Run(**{k: v for k, v in locals().items()})
+    state, cbs = run.state, run.callbacks
+    with run.context():
+        cbs.on_fit_start(state)
+        try:
+            for epoch in range(run.start_epoch, epochs if not state.stopping else 0):
+                state.epoch = epoch
+                run.start_epoch_(state)
+                cbs.on_epoch_start(state)
+                for i, (batch, indices) in enumerate(run.batches()):
+                    run.begin_step(state, i, batch, indices)
+                    cbs.on_step_start(state)
+                    state.loss = run.step(state)  # loss and gradients (the first step also checks)
+                    cbs.on_gradients(state)  # the NaN guard: stop before a bad update
+                    state.optimizer.step()
+                    cbs.on_step_end(state)
+                    run.end_step(state)
+                    if state.stopping:
+                        break
+                run.end_epoch(state)
+                cbs.on_epoch_end(state)
+                if state.stopping:
+                    break
+        except BaseException as error:
+            state.error = error
+            raise
+        finally:
+            cbs.on_fit_end(state)
+    return run.finish()
+
+
+class _Run:
+    """Everything :func:`fit` sets up before its loop, and the bookkeeping of each step."""
+
+    def __init__(self, **options):
+        o = self.options = options
+        if o["distributed"] and not isinstance(o["pair"], torch.nn.Module):
             raise TypeError(
-                f"`pair` must have callable .model and .guide methods (a model/guide pair), "
-                f"but {type(pair).__name__} has no callable .{role}"
+                "fit(distributed=True) needs the pair to be a torch.nn.Module (its parameters are synchronised)"
             )
+        self.pair = as_pair(o["pair"], o["model"], o["guide"])
+        self.epochs = check_positive_int(o["epochs"], "epochs")
+        check_choice(o["validate"], "validate", ["first", "always", "never"])
+        if not isinstance(o["callbacks"], (list, tuple)) or not all(isinstance(c, Callback) for c in o["callbacks"]):
+            got = o["callbacks"]
+            got = [type(c).__name__ for c in got] if isinstance(got, (list, tuple)) else type(got).__name__
+            raise TypeError(f"`callbacks` must be a list of ppmodels.infer.Callback instances, but got {got}")
+        if o["progress"] not in (None, True, False, "log"):
+            raise ValueError(f"`progress` must be True, False, None or 'log', but got {o['progress']!r}")
+        if o["scheduler"] is not None and not callable(o["scheduler"]):
+            raise TypeError(
+                f"`scheduler` must be a factory optimizer -> LRScheduler, but got {type(o['scheduler']).__name__}"
+            )
+        if o["optimizer"] is not None and not (
+            isinstance(o["optimizer"], (torch.optim.Optimizer, pyro.optim.PyroOptim)) or callable(o["optimizer"])
+        ):
+            make_optimizer(o["optimizer"], [], o["lr"])  # raises the TypeError now, before any work
+        if o["optimizer"] is None:
+            check_positive_float(o["lr"], "lr")
+        self.own = declares_data_size(self.pair)  # ppmodels' convention: the pair scales its batches
+        pair, device = self.pair, o["device"]
+        self.rank, self.world = 0, 1
+        if o["distributed"]:
+            self.rank, self.world, device = dist_.init_distributed(pair, device)
+        self.device = device = torch.device(device) if device is not None else None
+        if device is not None:
+            pair.to(device)
+        if o["seed"] is not None:
+            pyro.set_rng_seed(check_nonnegative_int(o["seed"], "seed") + self.rank)  # each process its own draws
+        data_seed = o["seed"] if o["seed"] is not None else int(torch.empty((), dtype=torch.int64).random_())
+        if o["distributed"]:  # every process must shuffle alike: rank 0's seed
+            data_seed = dist_.broadcast_int(data_seed, device)
+        self.generator = torch.Generator().manual_seed(data_seed)
+        self.shuffle = self.own if o["shuffle"] is None else bool(o["shuffle"])
+        data = o["data"]
+        if device is not None and isinstance(data, (torch.Tensor, tuple, dict)) and o["batch_size"] is None:
+            data = to_device(as_args(data), device)  # the whole data set moves once
+        self.internal_batches = isinstance(data, Batches)  # made by ppmodels itself (the facade)
+        self.train = make_batches(
+            data, o["batch_size"], shuffle=self.shuffle, generator=self.generator, name="data", full_batch=not self.own
+        )
+        if o["distributed"]:
+            if isinstance(self.train.source, FullBatch):
+                raise ValueError("fit(distributed=True) shards mini-batches: give `batch_size`")
+            self.train = dist_.shard(self.train, o["batch_size"], self.shuffle, data_seed, self.rank, self.world)
+        self.val = None
+        if o["val_data"] is not None:
+            self.val = make_batches(
+                o["val_data"], o["batch_size"], shuffle=False, name="val_data", full_batch=not self.own
+            )
+        n = self.train.num_data
+        if hasattr(pair, "set_num_data"):
+            pair.set_num_data(n)
+        elif hasattr(pair, "num_data"):
+            pair.num_data = n
+        # per-sample losses: an own pair's batch loss estimates the whole data set's
+        self.denominator = n if getattr(pair, "num_data", None) else None
+        self.passes_indices = not self.own and names_keyword(getattr(pair, "model_fn", pair.model), "subsample")
+        if self.passes_indices:
+            check_keywords(pair, ["subsample"], "fit (the model takes `subsample`, so fit)")
+            if not self.train.knows_indices:
+                raise ValueError(
+                    "the model takes `subsample` (fit passes each batch's indices there), but `data` is a shuffled "
+                    "DataLoader whose indices fit cannot know; pass tensors (fit shuffles them with shuffle=True) "
+                    "or a DataLoader with shuffle=False"
+                )
+
+        self.loss = get_elbo(o["elbo"], o["num_particles"], o["vectorize_particles"])
+        self.recorder = checks.SiteRecorder()
+        self.objective = Objective(
+            self.loss, self.recorder.role(pair.model, "model"), self.recorder.role(pair.guide, "guide")
+        )
+        self.adversary_step = getattr(pair, "adversary_step", None)
+        if estimator_name(self.loss) == "tailadaptive":
+            steps = _len_or_none(self.train.source)
+            if self.train.sliced and (steps is None or steps > 1):
+                raise ValueError(
+                    "'tailadaptive' does not support data subsampling: train on the whole data set in one batch "
+                    f"(batch_size >= {n}, got {o['batch_size']}) or use another estimator"
+                )
+        self._step = (
+            dist_.distributed_step(pair, self.objective, self.adversary_step, device)
+            if o["distributed"]
+            else self.objective.loss_and_grads
+        )
+        self.optimizer = None
+        self.params = []  # (name, tensor) the optimizer trains, known after the first step
+        self.param_names = []  # pyro.param sites among them, by name
+        self.result = FitResult(num_data=n, estimator=estimator_name(self.loss))
+        self.state = TrainState(pair, self.result, self.epochs, n, trained=lambda: self.params)
+        self.start_epoch = 0
+        self.resume_state = self._resume(o["resume"]) if o["resume"] is not None else None
+        self.callbacks = self._callbacks()
+        self.checked_stream = self.train.tensors is not None
+
+    # -- set-up pieces -------------------------------------------------------------------
+    def _settings(self) -> dict:
+        """What a resumed run must share with the run that wrote the checkpoint."""
+        o = self.options
+        return {
+            "lr": float(o["lr"]) if o["optimizer"] is None else None,
+            "batch_size": o["batch_size"],
+            "estimator": estimator_name(self.loss),
+            "num_particles": getattr(self.loss, "num_particles", None),
+            "vectorize_particles": getattr(self.loss, "vectorize_particles", None),
+            "shuffle": self.shuffle,
+            "num_data": self.train.num_data,
+        }
+
+    def _callbacks(self) -> _Callbacks:
+        o = self.options
+        cbs = [NaNGuard(self.objective.reports_loss)]
+        if o["scheduler"] is not None:
+            cbs.append(LRScheduler(o["scheduler"]))
+        cbs.append(Validation(self._validation_loss if self.val is not None else None))
+        cbs += list(o["callbacks"])
+        if o["checkpoint"] is not None and self.rank == 0:
+            cbs.append(Checkpoint(o["checkpoint"], self.save))
+        progress = False if self.rank != 0 else o["progress"]
+        mode = {None: "auto", True: "bar", False: "off", "log": "log"}[progress]
+        steps = _len_or_none(self.train.source)
+        cbs.append(Progress(mode, (self.epochs - self.start_epoch) * steps if steps else None))
+        return _Callbacks(cbs)
+
+    @contextlib.contextmanager
+    def context(self):
+        with contextlib.ExitStack() as stack:
+            # Pyro warns on a NaN loss; fit raises NonFiniteLossError with more to act on.
+            stack.enter_context(warnings.catch_warnings())
+            warnings.filterwarnings("ignore", message="Encountered (NaN|[+-]?inf)", category=UserWarning)
+            if is_jit(self.loss):  # Pyro's JIT estimators trace with torch.jit.trace, which torch 2.x deprecates
+                warnings.filterwarnings(
+                    "ignore", message="`torch.jit.trace` is deprecated", category=DeprecationWarning
+                )
+            stack.enter_context(pyro.validation_enabled(self.options["validate"] == "always"))
+            if self.resume_state is not None:
+                self._load_callback_states()
+            yield
+
+    # -- the loop's bookkeeping ------------------------------------------------------------
+    def batches(self):
+        if self.options["distributed"] and hasattr(getattr(self.train.source, "sampler", None), "set_epoch"):
+            self.train.source.sampler.set_epoch(self.state.epoch)
+        return self.train.indexed()
+
+    def start_epoch_(self, state):
+        if isinstance(self.pair, torch.nn.Module):
+            self.pair.train()
+        self.total, self.seen, self.values = 0.0, 0, []
+        self.t0 = time.perf_counter()
+
+    def begin_step(self, state, i, batch, indices):
+        if not self.checked_stream:
+            check_batch_finite(batch, "data", self.seen)
+        batch = to_device(batch, self.device)
+        args, kwargs = (batch, {}) if isinstance(batch, tuple) else ((), batch)
+        if self.passes_indices and indices is not None:
+            kwargs = {**kwargs, "subsample": indices.to(self.device) if self.device is not None else indices}
+        state.step_in_epoch, state.batch, state.batch_size = i, (args, kwargs), batch_size_of(batch)
+        state.kwargs = {}
+
+    def step(self, state):
+        args, kwargs = state.batch
+        if state.kwargs:
+            kwargs = {**kwargs, **state.kwargs}
+        if self.adversary_step is not None:  # e.g. a GAN discriminator's update, before the ELBO step
+            self.adversary_step(*args, **kwargs)
+        if self.optimizer is None:
+            return self._first_step(state, args, kwargs)
+        self.optimizer.zero_grad(set_to_none=True)
+        return self._step(args, kwargs)
+
+    def end_step(self, state):
+        value, b = state.loss, state.batch_size
+        self.values.append(value)
+        self.total += (value / (self.denominator or b)) * b
+        self.seen += b
+        self.result.num_steps += 1
+        state.step += 1
+
+    def end_epoch(self, state):
+        elapsed = time.perf_counter() - self.t0
+        self.checked_stream = True
+        self.result.losses += [float(v) for v in self.values]
+        self.result.train_loss.append(float(self.total) / max(self.seen, 1))
+        self.result.epoch_seconds.append(elapsed)
+
+    def finish(self) -> FitResult:
+        self.result.stopped = self.state.stop_reason
+        if isinstance(self.pair, torch.nn.Module):
+            self.pair.eval()
+        return self.result
+
+    # -- the first step --------------------------------------------------------------------
+    def _first_step(self, state, args, kwargs):
+        """The first step runs under the site recorder; before the optimizer exists (so before
+        any update), the recorded sites are checked, and the optimizer is built over the
+        module parameters and the pyro.param sites the step met."""
+        o = self.options
+        if kwargs:
+            check_keywords(
+                self.pair, list(kwargs), "fit (a dict batch's keys, and callbacks' keywords, are keyword arguments)"
+            )
+        for p in _parameters(self.pair):
+            p.grad = None
+        with pyro.validation_enabled(o["validate"] != "never"), self.recorder:
+            try:
+                value = self._step(args, kwargs)
+            except Exception as error:
+                self._check_first_step(state, failed=error)
+                raise
+        self._check_first_step(state)
+        module_params = _parameters(self.pair)
+        known = {id(p) for p in module_params}
+        leaves = _pyro_param_leaves(self.recorder, known)
+        if o["distributed"] and leaves:
+            raise ValueError(
+                "fit(distributed=True) synchronises module parameters only, but this pair declares "
+                f"{len(leaves)} with pyro.param; keep them in modules (PyroModule or nn.Parameter)"
+            )
+        named = {id(p): n for n, p in self.pair.named_parameters()}
+        self.params = [(named.get(id(p), f"param{i}"), p) for i, p in enumerate(module_params)] + leaves
+        self.param_names = [n for n, _ in leaves]
+        self.optimizer = state.optimizer = self._build_optimizer([p for _, p in leaves], module_params)
+        return value
+
+    def _check_first_step(self, state, failed=None):
+        rec = self.recorder
+        try:
+            named = list(self.pair.named_parameters())
+            leaf_ids = {id(s.value.unconstrained()) for s in rec.params() if _has_leaf(s.value)}
+            leaf_ids |= {id(s.value) for s in rec.params() if isinstance(s.value, torch.Tensor)}
+            checks.check_estimator(self.loss, rec, named, leaf_ids)
+            if failed is not None:
+                return
+            if not self.own and not self.internal_batches:
+                n, b = self.train.num_data, state.batch_size
+                if self.train.sliced and b < n:
+                    option = (
+                        f"`batch_size={self.options['batch_size']}`"
+                        if self.options["batch_size"] is not None
+                        else "`data` (mini-batches)"
+                    )
+                    scaling = checks.check_batch_scaling(rec, n, b, option)
+                    self.denominator = n if scaling.scaled else None
+                else:
+                    self.denominator = n
+                if self.shuffle and not self.passes_indices:
+                    checks.check_per_datum_params(rec, n)
+        except ValueError as error:
+            if failed is not None:
+                raise error from failed
+            raise
+
+    def _build_optimizer(self, extra, module_params):
+        o = self.options
+        # Built after the first step's gradients, so that parameters a classic Pyro guide
+        # declares with pyro.param (found in that step's trace) are trained too.
+        if isinstance(o["optimizer"], torch.optim.Optimizer):
+            built = o["optimizer"]
+            if extra:
+                built.add_param_group({"params": extra})
+        else:
+            built = make_optimizer(o["optimizer"], module_params + extra, o["lr"])
+        if self.resume_state is not None and self.resume_state.get("optimizer") is not None:
+            built.load_state_dict(self.resume_state["optimizer"])
+        return built
+
+    # -- validation --------------------------------------------------------------------------
+    @torch.no_grad()
+    def _validation_loss(self):
+        pair = self.pair
+        if isinstance(pair, torch.nn.Module):
+            pair.eval()
+        total, seen = 0.0, 0
+        with pyro.validation_enabled(False):
+            for batch in self.val:
+                batch = to_device(as_args(batch), self.device)
+                args, kwargs = (batch, {}) if isinstance(batch, tuple) else ((), batch)
+                b = batch_size_of(batch)
+                total += self.objective.loss(args, kwargs) / (self.denominator if self.own else b) * b
+                seen += b
+        if isinstance(pair, torch.nn.Module):
+            pair.train()
+        return total / max(seen, 1)
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def save(self, path):
+        store = pyro.get_param_store()
+        fit_state = {
+            "result": asdict(self.result),
+            "rng": _rng_state(self.generator, self.device),
+            "data": self.train.state_dict(),
+            "params": {n: store[n].unconstrained().detach().clone() for n in self.param_names if n in store},
+            "callbacks": [
+                {"type": type(cb).__name__, "state": cb.state_dict()} for cb in self.callbacks if _keeps_state(cb)
+            ],
+            "settings": self._settings(),
+            "seed": self.options["seed"],
+            "stopped": self.state.stop_reason,
+        }
+        self.result.stopped = self.state.stop_reason
+        fit_state["result"]["stopped"] = self.state.stop_reason
+        ckpt.save(path, self.pair, optimizer=self.optimizer, fit_state=fit_state)
+
+    def _resume(self, path):
+        state = ckpt.load_state(path, map_location=self.device or "cpu")
+        fit_state = state.get("fit")
+        if fit_state is None:
+            raise ValueError(f"`resume`: {path} holds no training state (it was not written by fit(checkpoint=...))")
+        result = FitResult(**fit_state["result"])
+        if result.epochs > self.epochs:
+            raise ValueError(
+                f"`epochs={self.epochs}` is fewer than the {result.epochs} epochs the checkpoint {path} has already "
+                "done; ask for at least as many epochs to resume"
+            )
+        saved = fit_state.get("settings")
+        if saved is not None:
+            now = self._settings()
+            changed = {k: (saved[k], now.get(k)) for k in saved if k in now and saved[k] != now[k]}
+            if fit_state.get("seed") is not None and self.options["seed"] not in (None, fit_state["seed"]):
+                changed["seed"] = (fit_state["seed"], self.options["seed"])
+            if changed:
+                listed = ", ".join(f"{k}: {a!r} in the checkpoint, {b!r} now" for k, (a, b) in changed.items())
+                raise ValueError(
+                    f"`resume`: continuing {path} with other settings would not continue the same run ({listed}); "
+                    "resume with the checkpoint's settings, or start a new run without `resume`"
+                )
+        self._declare(path)
+        ckpt.restore_module(self.pair, state)
+        self._restore_params(fit_state.get("params") or {}, path)
+        self.result = self.state.result = result
+        self.state.step = result.num_steps
+        self.state.stop_reason = fit_state.get("stopped")
+        self.start_epoch = result.epochs
+        _set_rng_state(fit_state.get("rng") or {}, self.generator, self.device)
+        self.train.load_state_dict(fit_state.get("data"))
+        return state
+
+    def _declare(self, path):
+        """Run the guide and the model once on the first batch, without gradients, so that
+        parameters created on first use (autoguides, pyro.param) exist before the checkpoint's
+        values are loaded into them. The random state is restored from the checkpoint after."""
+        if self.train.num_data == 0:
+            return
+        batch, indices = next(iter(self.train.indexed()))
+        batch = to_device(batch, self.device)
+        args, kwargs = (batch, {}) if isinstance(batch, tuple) else ((), batch)
+        if self.passes_indices and indices is not None:
+            kwargs = {**kwargs, "subsample": indices}
+        try:
+            with torch.no_grad(), pyro.validation_enabled(False), poutine.block():
+                guide_trace = poutine.trace(self.pair.guide).get_trace(*args, **kwargs)
+                poutine.replay(self.pair.model, trace=guide_trace)(*args, **kwargs)
+        except Exception as error:
+            raise ValueError(
+                f"`resume`: running the guide and model once on the first batch (to create the parameters the "
+                f"checkpoint {path} restores) failed: {type(error).__name__}: {error}"
+            ) from error
+
+    def _restore_params(self, saved, path):
+        store = pyro.get_param_store()
+        for name, value in saved.items():
+            if name not in store:
+                raise ValueError(
+                    f"`resume`: the checkpoint {path} holds the parameter {name!r}, which the guide and model no "
+                    "longer declare with pyro.param"
+                )
+            leaf = store[name].unconstrained()
+            if leaf.shape != value.shape:
+                raise ValueError(
+                    f"`resume`: the parameter {name!r} has shape {tuple(leaf.shape)}, but the checkpoint {path} "
+                    f"holds shape {tuple(value.shape)}"
+                )
+            with torch.no_grad():
+                leaf.copy_(value)
+        self.param_names = list(saved)
+
+    def _load_callback_states(self):
+        saved = (self.resume_state.get("fit") or {}).get("callbacks") or []
+        keeping = [cb for cb in self.callbacks if _keeps_state(cb)]
+        for cb, entry in zip(keeping, saved):
+            if entry["type"] == type(cb).__name__:
+                cb.load_state_dict(entry["state"])
+
+
+def _keeps_state(cb) -> bool:
+    return type(cb).state_dict is not Callback.state_dict
+
+
+def _has_leaf(value) -> bool:
+    return isinstance(value, torch.Tensor) and callable(getattr(value, "unconstrained", None))
 
 
 def _parameters(pair):
@@ -107,441 +664,53 @@ def make_optimizer(optimizer, params, lr):
     )
 
 
-def _pyro_param_leaves(trace, known):
-    """Parameters a pair declares with ``pyro.param`` (a classic Pyro guide), found in the
-    first step's trace; module parameters (``known``) are skipped."""
+def _pyro_param_leaves(recorder, known):
+    """``(name, tensor)`` of the parameters a pair declares with ``pyro.param`` (a classic
+    Pyro guide, an autoguide in Pyro's global store), found in the first step; module
+    parameters (``known``) are skipped."""
     seen, leaves = set(known), []
-    for site in trace.nodes.values():
-        if site["type"] != "param" or site["name"] == "_ppmodels_trainable":
-            continue
-        value = site["value"]
-        leaf = value.unconstrained() if hasattr(value, "unconstrained") else value
+    store = pyro.get_param_store()
+    for site in recorder.params():
+        value = store[site.name] if site.name in store else site.value  # the tensor now behind the name
+        leaf = value.unconstrained() if _has_leaf(value) else value
         if isinstance(leaf, torch.Tensor) and leaf.requires_grad and leaf.is_leaf and id(leaf) not in seen:
             seen.add(id(leaf))
-            leaves.append(leaf)
+            leaves.append((site.name, leaf))
     return leaves
 
 
-def _rng_state(generator):
-    return {"pyro": pyro.util.get_rng_state()["torch"], "generator": generator.get_state() if generator else None}
+def _rng_state(generator, device):
+    import random
+
+    import numpy as np
+
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "pyro": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)),
+        "cuda": torch.cuda.get_rng_state_all() if device is not None and device.type == "cuda" else None,
+        "generator": generator.get_state() if generator is not None else None,
+    }
 
 
-def fit(
-    pair,
-    data,
-    *,
-    epochs: int = 10,
-    batch_size: int | None = None,
-    elbo="trace",
-    num_particles: int | None = None,
-    vectorize_particles: bool | None = None,
-    optimizer=None,
-    lr: float = 1e-3,
-    val_data=None,
-    seed: int | None = None,
-    device=None,
-    progress=None,
-    checkpoint=None,
-    resume=None,
-    shuffle: bool = True,
-    validate: str = "first",
-    scheduler=None,
-    distributed: bool = False,
-) -> FitResult:
-    """Train a model/guide pair with one of Pyro's ELBOs and a torch optimizer.
+def _set_rng_state(rng, generator, device):
+    import random
 
-    :param pair: anything with ``.model(*batch)`` and ``.guide(*batch)``; a
-        ``torch.nn.Module`` whose parameters are trained (``pyro.param`` sites met in the
-        first step are trained too). A pair may define ``elbo_parameters()`` to restrict what
-        the optimizer trains, and ``adversary_step(*batch)``, run before every ELBO step (a
-        GAN discriminator's update, as :class:`ppmodels.models.VAEGAN` does). If the pair has
-        ``num_data`` (as ppmodels pairs do), it is set to the number of training samples so
-        that mini-batches are scaled to the whole data set.
-    :param data: a tensor, a tuple of tensors, a ``Dataset``, a ``DataLoader`` or a
-        re-iterable of batches; a batch is a tuple (positional arguments) or a dict (keyword
-        arguments).
-    :param int epochs: total number of epochs (with ``resume``, counting those already done).
-    :param int batch_size: for tensors and datasets (default 128).
-    :param elbo: an estimator name (see :data:`ppmodels.infer.ELBO_NAMES`) or a
-        ``pyro.infer.ELBO`` instance.
-    :param optimizer: ``None`` (Adam with ``lr``), a ``torch.optim.Optimizer``, an optimizer
-        class or factory ``params -> Optimizer``, or a ``pyro.optim`` optimizer.
-    :param val_data: data for the validation loss after each epoch.
-    :param int seed: seeds Pyro, torch and the shuffling.
-    :param device: move the pair and every batch there (e.g. ``"cuda"``).
-    :param progress: show a progress bar: ``True``, ``False``, or ``None`` (only on a terminal).
-    :param checkpoint: a path; a checkpoint is written there (atomically) after every epoch.
-    :param resume: a checkpoint path written by ``checkpoint=``; training continues from it.
-    :param scheduler: a factory ``optimizer -> torch.optim.lr_scheduler.LRScheduler``; the
-        scheduler steps once per epoch (e.g. ``lambda opt: ExponentialLR(opt, 0.99)``).
-    :param str validate: ``"first"`` checks the model's shapes and distribution arguments
-        on the first step only (the fast default), ``"always"`` on every step, ``"never"``.
-    :param bool distributed: train with ``torch.nn.parallel.DistributedDataParallel`` across
-        the processes ``torchrun`` starts (gloo on CPU, NCCL on GPUs; the process group is
-        initialised from torchrun's environment unless it already is). Each process takes
-        its share of every global batch of ``batch_size x world_size`` samples (tensors are
-        sliced, datasets go through a ``DistributedSampler``); the likelihood is still scaled
-        by the full data set's size, and the gradients are averaged, so the steps are those
-        of one process with the global batch. Rank 0 alone writes checkpoints and shows the
-        progress bar; the reported losses are those of the global batches.
-    :returns: :class:`FitResult` with per-epoch losses in nats per sample.
-    :raises NonFiniteLossError: the loss became NaN or infinite (epoch and step named).
+    import numpy as np
 
-    Example::
-
-        >>> import torch
-        >>> from ppmodels.infer import fit
-        >>> from ppmodels.models import VAE
-        >>> from ppmodels.nn import MLPEncoder, MLPDecoder
-        >>> vae = VAE(MLPEncoder((4,), 2), MLPDecoder(2, (4,)), latent_dim=2)
-        >>> result = fit(vae, torch.rand(64, 4), epochs=2, batch_size=32, seed=0)
-        >>> len(result.train_loss)
-        2
-    """
-    _check_pair(pair)
-    epochs = check_positive_int(epochs, "epochs")
-    check_choice(validate, "validate", ["first", "always", "never"])
-    rank, world = 0, 1
-    if distributed:
-        rank, world, device = _init_distributed(pair, device)
-    device = torch.device(device) if device is not None else None
-    if device is not None and isinstance(pair, torch.nn.Module):
-        pair.to(device)
-    if seed is not None:
-        pyro.set_rng_seed(check_nonnegative_int(seed, "seed") + rank)  # each process its own draws
-    data_seed = seed if seed is not None else int(torch.empty((), dtype=torch.int64).random_())
-    if distributed:  # every process must shuffle alike: rank 0's seed
-        data_seed = _broadcast_int(data_seed, device)
-    generator = torch.Generator()
-    generator.manual_seed(data_seed)
-    train = make_batches(data, batch_size, shuffle=shuffle, generator=generator, name="data")
-    if distributed:
-        train = _shard(train, batch_size, shuffle, data_seed, rank, world)
-        progress = False if rank != 0 else progress
-    val = make_batches(val_data, batch_size, shuffle=False, name="val_data") if val_data is not None else None
-    if hasattr(pair, "set_num_data"):
-        pair.set_num_data(train.num_data)
-    elif hasattr(pair, "num_data"):
-        pair.num_data = train.num_data
-    per_sample_denominator = train.num_data if getattr(pair, "num_data", None) else None
-
-    loss = get_elbo(elbo, num_particles, vectorize_particles)
-    objective = Objective(loss, pair.model, pair.guide)
-    if not (
-        optimizer is None or isinstance(optimizer, (torch.optim.Optimizer, pyro.optim.PyroOptim)) or callable(optimizer)
-    ):
-        make_optimizer(optimizer, [], lr)  # raises the TypeError now, before any work
-    module_params = _parameters(pair)
-    adversary_step = getattr(pair, "adversary_step", None)
-    _check_estimator_preconditions(loss, module_params, train, batch_size, pair)
-    step_loss = objective.loss_and_grads
-    if distributed:
-        step_loss = _distributed_step(pair, objective, adversary_step, device)
-    resume_state = None
-    result = FitResult(num_data=train.num_data, estimator=estimator_name(loss))
-    start_epoch = 0
-    if resume is not None:
-        resume_state = ckpt.load_state(resume, map_location=device or "cpu")
-        if resume_state.get("fit") is None:
-            raise ValueError(f"`resume`: {resume} holds no training state (it was not written by fit(checkpoint=...))")
-        ckpt.restore_module(pair, resume_state)
-        fit_state = resume_state["fit"]
-        result = FitResult(**fit_state["result"])
-        start_epoch = result.epochs
-        rng = fit_state.get("rng") or {}
-        if rng.get("pyro") is not None:
-            torch.set_rng_state(rng["pyro"])
-        if rng.get("generator") is not None:
-            generator.set_state(rng["generator"])
-    opt = None
-    sched = None
-    if scheduler is not None and not callable(scheduler):
-        raise TypeError(f"`scheduler` must be a factory optimizer -> LRScheduler, but got {type(scheduler).__name__}")
-
-    def build_optimizer(extra):
-        # Built after the first step's gradients, so that parameters a classic Pyro guide
-        # declares with pyro.param (found in that step's trace) are trained too.
-        if isinstance(optimizer, torch.optim.Optimizer):
-            built = optimizer
-            if extra:
-                built.add_param_group({"params": extra})
-        else:
-            built = make_optimizer(optimizer, module_params + extra, lr)
-        if resume_state is not None and resume_state.get("optimizer") is not None:
-            built.load_state_dict(resume_state["optimizer"])
-        return built
-
-    def per_sample(value, batch):
-        return value / (per_sample_denominator or batch_size_of(batch))
-
-    steps_per_epoch = _len_or_none(train.source)
-    bar = tqdm(
-        total=(epochs - start_epoch) * steps_per_epoch if steps_per_epoch else None,
-        disable=(not progress) if progress is not None else None,
-        unit="step",
-        leave=False,
-    )
-    first_step = True
-    checked_stream = train.tensors is not None
-    with contextlib.ExitStack() as stack:
-        stack.callback(bar.close)
-        # Pyro warns on a NaN loss; fit raises NonFiniteLossError with more to act on.
-        stack.enter_context(warnings.catch_warnings())
-        warnings.filterwarnings("ignore", message="Encountered (NaN|[+-]?inf)", category=UserWarning)
-        if is_jit(loss):  # Pyro's JIT estimators trace with torch.jit.trace, which torch 2.x deprecates
-            warnings.filterwarnings("ignore", message="`torch.jit.trace` is deprecated", category=DeprecationWarning)
-        stack.enter_context(pyro.validation_enabled(validate == "always"))
-        for epoch in range(start_epoch, epochs):
-            if isinstance(pair, torch.nn.Module):
-                pair.train()
-            if distributed and hasattr(getattr(train.source, "sampler", None), "set_epoch"):
-                train.source.sampler.set_epoch(epoch)
-            total, seen, step = 0.0, 0, 0
-            t0 = time.perf_counter()
-            for step, batch in enumerate(train):
-                if not checked_stream:
-                    check_batch_finite(batch, "data", seen)
-                batch = to_device(batch, device)
-                args, kwargs = (batch, {}) if isinstance(batch, tuple) else ((), batch)
-                b = batch_size_of(batch)
-
-                def check(value, epoch=epoch, step=step):
-                    if not math.isfinite(value):
-                        raise NonFiniteLossError(
-                            f"the loss became {value} at epoch {epoch + 1}, step {step + 1}; training stopped and "
-                            "the pair keeps the parameters of the last good step. Lower the learning rate, check "
-                            "the data, or bound the decoder's output.",
-                            epoch + 1,
-                            step + 1,
-                        )
-
-                if adversary_step is not None:  # e.g. a GAN discriminator's update, before the ELBO step
-                    adversary_step(*args, **kwargs)
-                if first_step:
-                    for p in module_params:
-                        p.grad = None
-                    with pyro.validation_enabled(validate != "never"), poutine.trace(param_only=True) as capture:
-                        value = step_loss(args, kwargs, check)
-                    known = {id(p) for p in module_params}
-                    leaves = _pyro_param_leaves(capture.trace, known)
-                    if distributed and leaves:
-                        raise ValueError(
-                            "fit(distributed=True) synchronises module parameters only, but this pair declares "
-                            f"{len(leaves)} with pyro.param; keep them in modules (PyroModule or nn.Parameter)"
-                        )
-                    opt = build_optimizer(leaves)
-                    if scheduler is not None:
-                        sched = scheduler(opt)
-                        if resume_state is not None and (resume_state["fit"] or {}).get("scheduler") is not None:
-                            sched.load_state_dict(resume_state["fit"]["scheduler"])
-                    first_step = False
-                else:
-                    opt.zero_grad(set_to_none=True)
-                    value = step_loss(args, kwargs, check)
-                if not objective.reports_loss and not _grads_finite(p for g in opt.param_groups for p in g["params"]):
-                    check(float("nan"))
-                opt.step()
-                total += per_sample(value, batch) * b
-                seen += b
-                result.num_steps += 1
-                bar.update(1)
-            if sched is not None:
-                sched.step()
-            elapsed = time.perf_counter() - t0
-            checked_stream = True
-            result.train_loss.append(total / max(seen, 1))
-            result.epoch_seconds.append(elapsed)
-            result.val_loss.append(
-                _evaluate_loss(pair, objective, val, device, per_sample_denominator) if val is not None else None
-            )
-            bar.set_postfix(epoch=epoch + 1, loss=f"{result.train_loss[-1]:.4g}")
-            if checkpoint is not None and rank == 0:
-                ckpt.save(
-                    checkpoint,
-                    pair,
-                    optimizer=opt,
-                    fit_state={
-                        "result": asdict(result),
-                        "rng": _rng_state(generator),
-                        "scheduler": sched.state_dict() if sched is not None else None,
-                    },
-                )
-    if isinstance(pair, torch.nn.Module):
-        pair.eval()
-    return result
-
-
-_TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-
-
-def _init_distributed(pair, device):
-    """Join (or start, from torchrun's environment) the process group; returns rank, world
-    size and the device for this process."""
-    import torch.distributed as dist
-
-    if not dist.is_available():
-        raise RuntimeError("fit(distributed=True): this torch build has no torch.distributed")
-    if not isinstance(pair, torch.nn.Module):
-        raise TypeError(
-            "fit(distributed=True) needs the pair to be a torch.nn.Module (its parameters are synchronised)"
-        )
-    if not dist.is_initialized():
-        missing = [k for k in _TORCHRUN_ENV if k not in os.environ]
-        if missing:
-            raise RuntimeError(
-                f"fit(distributed=True) needs the environment torchrun sets, but {', '.join(missing)} "
-                "is not set: launch with `torchrun --nproc_per_node=N your_script.py` (or `torchrun ... -m ppmodels "
-                "train ...`), or call torch.distributed.init_process_group yourself first"
-            )
-        use_cuda = torch.cuda.is_available() and (device is None or torch.device(device).type == "cuda")
-        if use_cuda:
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-        # Whoever starts the group ends it, at exit (not after fit, so the group stays usable
-        # for the rest of the program): see _end_process_group.
-        atexit.register(_end_process_group)
-    if dist.get_backend() == "nccl" and (device is None or torch.device(device).type == "cuda"):
-        device = torch.device("cuda", torch.cuda.current_device())
-    return dist.get_rank(), dist.get_world_size(), device
-
-
-def _end_process_group():
-    """At exit: destroy the process group, then give gloo's worker threads a moment with the
-    interpreter still alive. A worker drops each finished collective after the caller has
-    moved on, and that needs the GIL; if the interpreter is already finalising, the thread is
-    killed mid-destructor and the whole process aborts (SIGABRT, "terminate called without an
-    active exception") after training has succeeded. Seen about once in 20 two-process runs
-    here; the core dump shows ProcessGroupGloo::runLoop destroying an AsyncWork in
-    take_gil during Py_FinalizeEx."""
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        dist.destroy_process_group()
-    time.sleep(0.1)  # releases the GIL: pending work destructors finish now
-
-
-def _broadcast_int(value, device):
-    import torch.distributed as dist
-
-    t = torch.tensor([value], dtype=torch.int64, device=device)
-    dist.broadcast(t, src=0)
-    return int(t.item())
-
-
-class _ShardedTensorBatches:
-    """Each global batch of ``batch_size x world`` samples of one shared permutation, split
-    evenly across processes; this process yields its part."""
-
-    def __init__(self, tensors, batch_size, shuffle, seed, rank, world):
-        self.tensors, self.batch_size, self.shuffle = tensors, batch_size, shuffle
-        self.rank, self.world = rank, world
-        self.generator = torch.Generator().manual_seed(seed)
-        self.num_data = int(tensors[0].shape[0])
-        if self.num_data < world:
-            raise ValueError(f"`data` has {self.num_data} samples, fewer than the {world} processes")
-
-    def __len__(self):
-        return -(-self.num_data // (self.batch_size * self.world))
-
-    def __iter__(self):
-        n, g = self.num_data, self.batch_size * self.world
-        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
-        for start in range(0, n, g):
-            part = order[start : start + g].tensor_split(self.world)[self.rank]
-            if len(part):
-                yield tuple(t[part] for t in self.tensors)
-
-
-def _shard(train, batch_size, shuffle, seed, rank, world):
-    from torch.utils.data import DataLoader, DistributedSampler
-
-    b = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
-    if train.tensors is not None:
-        return Batches(
-            _ShardedTensorBatches(train.tensors, b, shuffle, seed, rank, world), train.num_data, train.tensors
-        )
-    dataset = getattr(train.source, "dataset", None)
-    if dataset is None or not hasattr(dataset, "__len__"):
-        raise ValueError(
-            "fit(distributed=True) shards tensors and map-style datasets; pass the data as tensors or a Dataset "
-            "(not a loader of a dataset without a length, or a list of batches)"
-        )
-    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=seed)
-    return Batches(DataLoader(dataset, batch_size=b, sampler=sampler), train.num_data)
-
-
-class _ElboLoss(torch.nn.Module):
-    """The pair's differentiable ELBO loss as a module's forward, for DistributedDataParallel."""
-
-    def __init__(self, pair, objective):
-        super().__init__()
-        self.pair = pair
-        self.__dict__["objective"] = objective
-
-    def forward(self, args, kwargs):
-        o = self.objective
-        return o.elbo.differentiable_loss(o.model, o.guide, *args, **kwargs)
-
-
-def _distributed_step(pair, objective, adversary_step, device):
-    from torch.nn.parallel import DistributedDataParallel
-
-    if adversary_step is not None:
-        raise ValueError("fit(distributed=True) does not support pairs with an adversary_step (e.g. VAEGAN)")
-    if not objective.differentiable or not objective.reports_loss:
-        raise ValueError(
-            f"fit(distributed=True) needs an estimator with a differentiable loss ('trace', 'meanfield', "
-            f"'jit-trace'...), but got {estimator_name(objective.elbo)!r}"
-        )
-    device_ids = [device] if device is not None and device.type == "cuda" else None
-    ddp = DistributedDataParallel(_ElboLoss(pair, objective), device_ids=device_ids)
-
-    import torch.distributed as dist
-
-    def step(args, kwargs, check=None):
-        try:
-            loss = ddp(args, kwargs)
-        except RuntimeError as error:
-            if "unused parameters" not in str(error) and "find_unused_parameters" not in str(error):
-                raise
-            unused = [n for n, p in pair.named_parameters() if p.requires_grad and p.grad is None]
-            raise ValueError(
-                "fit(distributed=True): some parameters get no gradient from the ELBO "
-                f"({', '.join(unused[:5]) or 'see above'}); freeze them with requires_grad_(False)"
-            ) from error
-        # The mean over processes: the loss of the global batch, the same on every process,
-        # so a non-finite loss stops them all (none is left waiting).
-        mean = loss.detach().reshape(1).to(torch.float64)
-        dist.all_reduce(mean)
-        value = mean.item() / dist.get_world_size()
-        if check is not None:
-            check(value)
-        loss.backward()
-        return value
-
-    return step
-
-
-def _check_estimator_preconditions(loss, module_params, train, batch_size, pair):
-    name = estimator_name(loss)
-    if is_jit(loss) and any(p.requires_grad for p in module_params):
-        raise ValueError(
-            f"{name!r} compiles the loss with Pyro's parameter store as its inputs, but this pair keeps "
-            f"{sum(p.numel() for p in module_params if p.requires_grad)} parameters in its modules (the JIT would "
-            "bake them in as constants); use the same estimator without 'jit-', or declare the parameters with "
-            "pyro.param / pyro.module"
-        )
-    if name == "tailadaptive":
-        steps = _len_or_none(train.source)
-        if getattr(pair, "num_data", None) and (steps is None or steps > 1):
-            raise ValueError(
-                "'tailadaptive' does not support data subsampling: train on the whole data set in one batch "
-                f"(batch_size >= {train.num_data}, got {batch_size}) or use another estimator"
-            )
-
-
-def _grads_finite(params) -> bool:
-    return all(bool(torch.isfinite(p.grad).all()) for p in params if p.grad is not None)
+    if rng.get("pyro") is not None:
+        torch.set_rng_state(rng["pyro"])
+    if rng.get("python") is not None:
+        version, internal, gauss = rng["python"]
+        random.setstate((version, tuple(internal), gauss))
+    if rng.get("numpy") is not None:
+        kind, keys, pos, has_gauss, cached = rng["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    if rng.get("cuda") is not None and device is not None and device.type == "cuda":
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    if rng.get("generator") is not None and generator is not None:
+        generator.set_state(rng["generator"])
 
 
 def _len_or_none(source):
@@ -549,23 +718,6 @@ def _len_or_none(source):
         return len(source)
     except TypeError:
         return None
-
-
-@torch.no_grad()
-def _evaluate_loss(pair, objective, batches: Batches, device, denominator):
-    if isinstance(pair, torch.nn.Module):
-        pair.eval()
-    total, seen = 0.0, 0
-    with pyro.validation_enabled(False):
-        for batch in batches:
-            batch = to_device(as_args(batch), device)
-            args, kwargs = (batch, {}) if isinstance(batch, tuple) else ((), batch)
-            b = batch_size_of(batch)
-            total += objective.loss(args, kwargs) / (denominator or b) * b
-            seen += b
-    if isinstance(pair, torch.nn.Module):
-        pair.train()
-    return total / max(seen, 1)
 
 
 __all__ = ["FitResult", "NonFiniteLossError", "fit", "make_optimizer"]

@@ -1,0 +1,335 @@
+"""Pyro programs written the way Pyro's examples and tutorials write them (our own code, the
+same models), used by the tests as a user would bring them to ppmodels.
+
+- eight schools (examples/eight_schools/svi.py): functions, per-school pyro.param guide;
+- Bayesian regression (tutorial "bayesian_regression"): a PyroModule with PyroSample
+  weights and an AutoDiagonalNormal guide, on 170 rows like the rugged-terrain data;
+- the coin (tutorial "svi_part_i"): data as a Python list of 0-d tensors, a loop of sites;
+- a mini-batched Bayesian regression taking ``subsample`` (the indices fit passes);
+- a data-subsampling model (pyro.plate(..., subsample_size=...)) given the whole data set;
+- vae.py: an nn.Module whose networks are registered with pyro.module (JIT-able);
+- sparse gamma DEF (examples/sparse_gamma_def.py): per-datum Gamma guide, clipped params;
+- a model with a KL-annealing keyword (examples/dmm.py's annealing_factor).
+"""
+
+from __future__ import annotations
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.nn import PyroModule, PyroSample
+from torch import nn
+from torch.distributions import constraints, transforms
+
+# -- eight schools ---------------------------------------------------------------------
+J = 8
+SCHOOLS_Y = torch.tensor([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
+SCHOOLS_SIGMA = torch.tensor([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
+SCHOOLS = torch.stack([SCHOOLS_Y, SCHOOLS_SIGMA], dim=1)
+
+
+def schools_model(data):
+    y, sigma = data[:, 0], data[:, 1]
+    with pyro.plate("data", J):
+        eta = pyro.sample("eta", dist.Normal(torch.zeros(J), torch.ones(J)))
+        mu = pyro.sample("mu", dist.Normal(torch.zeros(1), 10 * torch.ones(1)))
+        tau = pyro.sample("tau", dist.HalfCauchy(scale=25 * torch.ones(1)))
+        pyro.sample("obs", dist.Normal(mu + tau * eta, sigma), obs=y)
+
+
+def schools_guide(data):
+    loc_eta = pyro.param("loc_eta", torch.randn(J))
+    scale_eta = pyro.param("scale_eta", 0.1 * torch.rand(J), constraint=constraints.positive)
+    loc_mu = pyro.param("loc_mu", torch.randn(1))
+    scale_mu = pyro.param("scale_mu", 0.1 * torch.rand(1), constraint=constraints.positive)
+    loc_logtau = pyro.param("loc_logtau", torch.randn(1))
+    scale_logtau = pyro.param("scale_logtau", 0.1 * torch.rand(1), constraint=constraints.positive)
+    with pyro.plate("data", J):
+        pyro.sample("eta", dist.Normal(loc_eta, scale_eta))
+        pyro.sample("mu", dist.Normal(loc_mu, scale_mu))
+        pyro.sample(
+            "tau", dist.TransformedDistribution(dist.Normal(loc_logtau, scale_logtau), transforms.ExpTransform())
+        )
+
+
+def schools_mcmc_model(sigma):
+    """examples/eight_schools/mcmc.py: no plate, the observation site conditioned later."""
+    eta = pyro.sample("eta", dist.Normal(torch.zeros(J), torch.ones(J)))
+    mu = pyro.sample("mu", dist.Normal(torch.zeros(1), 10 * torch.ones(1)))
+    tau = pyro.sample("tau", dist.HalfCauchy(scale=25 * torch.ones(1)))
+    return pyro.sample("obs", dist.Normal(mu + tau * eta, sigma))
+
+
+def schools_conditioned_model(model, sigma, y):
+    return pyro.poutine.condition(model, data={"obs": y})(sigma)
+
+
+# -- Bayesian regression, rugged-terrain shaped data -----------------------------------
+def rugged_data(n=170, seed=0):
+    """170 countries: (cont_africa, rugged, cont_africa * rugged) -> log GDP, with the
+    tutorial's posterior as the truth (bias 9.2, weights -1.9, -0.2, 0.4, noise 0.95)."""
+    g = torch.Generator().manual_seed(seed)
+    africa = (torch.rand(n, generator=g) < 0.3).float()
+    rugged = torch.rand(n, generator=g) * 4
+    x = torch.stack([africa, rugged, africa * rugged], dim=1)
+    y = 9.2 - 1.9 * africa - 0.2 * rugged + 0.4 * africa * rugged + 0.95 * torch.randn(n, generator=g)
+    return x, y
+
+
+class BayesianRegression(PyroModule):
+    def __init__(self, in_features, out_features):
+        super().__init__()
+        self.linear = PyroModule[nn.Linear](in_features, out_features)
+        self.linear.weight = PyroSample(dist.Normal(0.0, 1.0).expand([out_features, in_features]).to_event(2))
+        self.linear.bias = PyroSample(dist.Normal(0.0, 10.0).expand([out_features]).to_event(1))
+
+    def forward(self, x, y=None):
+        sigma = pyro.sample("sigma", dist.Uniform(0.0, 10.0))
+        mean = self.linear(x).squeeze(-1)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("obs", dist.Normal(mean, sigma), obs=y)
+        return mean
+
+
+# -- the coin ---------------------------------------------------------------------------
+COIN = [torch.tensor(1.0)] * 6 + [torch.tensor(0.0)] * 4
+
+
+def coin_model(data, informative=True):
+    concentration = 10.0 if informative else 1.0
+    f = pyro.sample("latent_fairness", dist.Beta(torch.tensor(concentration), torch.tensor(concentration)))
+    for i in range(len(data)):
+        pyro.sample(f"obs_{i}", dist.Bernoulli(f), obs=data[i])
+
+
+def coin_guide(data, informative=True):
+    alpha_q = pyro.param("alpha_q", torch.tensor(15.0), constraint=constraints.positive)
+    beta_q = pyro.param("beta_q", torch.tensor(15.0), constraint=constraints.positive)
+    pyro.sample("latent_fairness", dist.Beta(alpha_q, beta_q))
+
+
+# -- conjugate linear regression, for known answers --------------------------------------
+NOISE, PRIOR = 0.5, 1.0
+
+
+def regression_data(n=400, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 2, generator=g)
+    y = x @ torch.tensor([1.5, -0.7]) + NOISE * torch.randn(n, generator=g)
+    return x, y
+
+
+def exact_posterior(x, y):
+    precision = torch.eye(2) / PRIOR**2 + x.T @ x / NOISE**2
+    cov = torch.linalg.inv(precision)
+    return cov @ x.T @ y / NOISE**2, cov, precision
+
+
+def subsampled_model(x, y, subsample=None, num_data=400):
+    """Mini-batches from fit: ``subsample`` holds the batch's indices into the data set."""
+    w = pyro.sample("w", dist.Normal(torch.zeros(2), PRIOR).to_event(1))
+    with pyro.plate("data", size=num_data, subsample=subsample):
+        pyro.sample("y", dist.Normal((x * w).sum(-1), NOISE), obs=y)  # broadcasts over vectorised particles
+
+
+def meanfield_guide(x, y, subsample=None, num_data=400):
+    loc = pyro.param("w_loc", torch.zeros(2))
+    scale = pyro.param("w_scale", 0.1 * torch.ones(2), constraint=constraints.positive)
+    pyro.sample("w", dist.Normal(loc, scale).to_event(1))
+
+
+def subsampling_model(x, y, batch=50):
+    """The whole data set in, a random subsample of it scored at every step."""
+    w = pyro.sample("w", dist.Normal(torch.zeros(2), PRIOR).to_event(1))
+    with pyro.plate("data", size=len(x), subsample_size=batch) as idx:
+        pyro.sample("y", dist.Normal((x[idx] * w).sum(-1), NOISE), obs=y[idx])
+
+
+def subsampling_guide(x, y, batch=50):
+    loc = pyro.param("w_loc", torch.zeros(2))
+    scale = pyro.param("w_scale", 0.1 * torch.ones(2), constraint=constraints.positive)
+    pyro.sample("w", dist.Normal(loc, scale).to_event(1))
+
+
+# -- vae.py -------------------------------------------------------------------------------
+class Encoder(nn.Module):
+    def __init__(self, z_dim, hidden, pixels):
+        super().__init__()
+        self.pixels = pixels
+        self.fc1, self.fc21, self.fc22 = nn.Linear(pixels, hidden), nn.Linear(hidden, z_dim), nn.Linear(hidden, z_dim)
+
+    def forward(self, x):
+        hidden = nn.functional.softplus(self.fc1(x.reshape(-1, self.pixels)))
+        return self.fc21(hidden), torch.exp(self.fc22(hidden))
+
+
+class Decoder(nn.Module):
+    def __init__(self, z_dim, hidden, pixels):
+        super().__init__()
+        self.fc1, self.fc21 = nn.Linear(z_dim, hidden), nn.Linear(hidden, pixels)
+
+    def forward(self, z):
+        return torch.sigmoid(self.fc21(nn.functional.softplus(self.fc1(z))))
+
+
+class PyroVAE(nn.Module):
+    def __init__(self, z_dim=4, hidden=32, pixels=64):
+        super().__init__()
+        self.encoder, self.decoder = Encoder(z_dim, hidden, pixels), Decoder(z_dim, hidden, pixels)
+        self.z_dim, self.pixels = z_dim, pixels
+
+    def model(self, x):
+        pyro.module("decoder", self.decoder)
+        with pyro.plate("data", x.shape[0]):
+            z_loc = torch.zeros(x.shape[0], self.z_dim, dtype=x.dtype)
+            z_scale = torch.ones(x.shape[0], self.z_dim, dtype=x.dtype)
+            z = pyro.sample("latent", dist.Normal(z_loc, z_scale).to_event(1))
+            loc_img = self.decoder(z)
+            pyro.sample("obs", dist.Bernoulli(loc_img, validate_args=False).to_event(1), obs=x.reshape(-1, self.pixels))
+
+    def guide(self, x):
+        pyro.module("encoder", self.encoder)
+        with pyro.plate("data", x.shape[0]):
+            z_loc, z_scale = self.encoder(x)
+            pyro.sample("latent", dist.Normal(z_loc, z_scale).to_event(1))
+
+
+# -- sparse gamma DEF (two layers, tiny) ---------------------------------------------------
+class SparseGammaDEF:
+    def __init__(self, top=3, bottom=4, pixels=10):
+        self.top, self.bottom, self.pixels = top, bottom, pixels
+        self.alpha_z, self.beta_z = torch.tensor(0.1), torch.tensor(0.1)
+        self.alpha_w, self.beta_w = torch.tensor(0.1), torch.tensor(0.3)
+
+    def model(self, x):
+        with pyro.plate("w_top_plate", self.top * self.bottom):
+            w_top = pyro.sample("w_top", dist.Gamma(self.alpha_w, self.beta_w))
+        with pyro.plate("w_bottom_plate", self.bottom * self.pixels):
+            w_bottom = pyro.sample("w_bottom", dist.Gamma(self.alpha_w, self.beta_w))
+        with pyro.plate("data", x.size(0)):
+            z_top = pyro.sample("z_top", dist.Gamma(self.alpha_z, self.beta_z).expand([self.top]).to_event(1))
+            mean_bottom = z_top @ w_top.reshape(self.top, self.bottom)
+            z_bottom = pyro.sample("z_bottom", dist.Gamma(self.alpha_z, self.beta_z / mean_bottom).to_event(1))
+            mean_obs = z_bottom @ w_bottom.reshape(self.bottom, self.pixels)
+            pyro.sample("obs", dist.Poisson(mean_obs).to_event(1), obs=x)
+
+    def guide(self, x):
+        n = x.size(0)
+
+        def sample_z(name, width):
+            alpha = pyro.param(f"alpha_z_q_{name}", lambda: 0.5 + 0.1 * torch.randn(n, width))
+            mean = pyro.param(f"mean_z_q_{name}", lambda: 0.1 * torch.randn(n, width))
+            alpha, mean = nn.functional.softplus(alpha), nn.functional.softplus(mean)
+            pyro.sample(f"z_{name}", dist.Gamma(alpha, alpha / mean).to_event(1))
+
+        def sample_w(name, width):
+            alpha = pyro.param(f"alpha_w_q_{name}", lambda: 0.5 + 0.1 * torch.randn(width))
+            mean = pyro.param(f"mean_w_q_{name}", lambda: 0.1 * torch.randn(width))
+            alpha, mean = nn.functional.softplus(alpha), nn.functional.softplus(mean)
+            pyro.sample(f"w_{name}", dist.Gamma(alpha, alpha / mean))
+
+        with pyro.plate("w_top_plate", self.top * self.bottom):
+            sample_w("top", self.top * self.bottom)
+        with pyro.plate("w_bottom_plate", self.bottom * self.pixels):
+            sample_w("bottom", self.bottom * self.pixels)
+        with pyro.plate("data", n):
+            sample_z("top", self.top)
+            sample_z("bottom", self.bottom)
+
+
+def clip_gamma_params():
+    """The example's clip_params(), by hand."""
+    for param, clip in zip(("alpha", "mean"), (-2.5, -4.5)):
+        for layer in ("_q_top", "_q_bottom"):
+            for wz in ("_w", "_z"):
+                pyro.param(param + wz + layer).data.clamp_(min=clip)
+
+
+def gamma_counts(n=12, pixels=10, seed=3):
+    g = torch.Generator().manual_seed(seed)
+    return torch.poisson(torch.rand(n, pixels, generator=g) * 3, generator=g)
+
+
+# -- KL annealing -------------------------------------------------------------------------
+def annealed_model(x, annealing_factor=1.0):
+    with pyro.plate("data", x.shape[0]):
+        with pyro.poutine.scale(scale=annealing_factor):
+            z = pyro.sample("z", dist.Normal(torch.zeros(x.shape[0]), 1.0))
+        pyro.sample("x", dist.Normal(z, 0.5), obs=x)
+
+
+def annealed_guide(x, annealing_factor=1.0):
+    loc = pyro.param("z_loc", torch.zeros(x.shape[0]))
+    scale = pyro.param("z_scale", torch.ones(x.shape[0]), constraint=constraints.positive)
+    with pyro.plate("data", x.shape[0]):
+        with pyro.poutine.scale(scale=annealing_factor):
+            pyro.sample("z", dist.Normal(loc, scale))
+
+
+def svi_losses(model, guide, args, steps, lr, seed, kwargs_at=None, after_step=None, **svi_kwargs):
+    """The plain Pyro loop: SVI with pyro.optim.Adam and Trace_ELBO (or the given loss)."""
+    pyro.clear_param_store()
+    pyro.set_rng_seed(seed)
+    loss = svi_kwargs.pop("loss", None) or pyro.infer.Trace_ELBO()
+    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": lr, **svi_kwargs}), loss=loss)
+    out = []
+    for step in range(steps):
+        kwargs = kwargs_at(step) if kwargs_at is not None else {}
+        out.append(svi.step(*args, **kwargs))
+        if after_step is not None:
+            after_step()
+    return out
+
+
+def store_snapshot():
+    return {k: v.detach().clone() for k, v in pyro.get_param_store().items()}
+
+
+# -- a deep Markov model, small (examples/dmm.py's shape of program) -------------------------
+class MiniDMM(nn.Module):
+    """Sequences x of shape (B, T, D); the guide reads them reversed, as a PackedSequence,
+    through an RNN (as the example does); ``annealing_factor`` scales the KL terms."""
+
+    def __init__(self, x_dim=3, z_dim=2, hidden=8):
+        super().__init__()
+        self.z_dim = z_dim
+        self.trans, self.emit = nn.Linear(z_dim, z_dim), nn.Linear(z_dim, x_dim)
+        self.rnn = nn.RNN(x_dim, hidden, batch_first=True)
+        self.combine = nn.Linear(hidden + z_dim, 2 * z_dim)
+
+    def model(self, x, x_reversed, mask, annealing_factor=1.0):
+        pyro.module("dmm", self)
+        z_prev = x.new_zeros(x.size(0), self.z_dim)
+        with pyro.plate("z_minibatch", len(x)):
+            for t in pyro.markov(range(x.size(1))):
+                with pyro.poutine.scale(scale=annealing_factor):
+                    z_t = pyro.sample(f"z_{t + 1}", dist.Normal(self.trans(z_prev), 1.0).to_event(1).mask(mask[:, t]))
+                emitted = dist.Normal(self.emit(z_t), 0.5).to_event(1).mask(mask[:, t])
+                pyro.sample(f"obs_x_{t + 1}", emitted, obs=x[:, t])
+                z_prev = z_t
+
+    def guide(self, x, x_reversed, mask, annealing_factor=1.0):
+        pyro.module("dmm", self)
+        out, _ = self.rnn(x_reversed)
+        if isinstance(out, nn.utils.rnn.PackedSequence):
+            out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True)
+        out = out.flip(1)  # equal lengths here: un-reversing is a flip
+        z_prev = x.new_zeros(x.size(0), self.z_dim)
+        with pyro.plate("z_minibatch", len(x)):
+            for t in pyro.markov(range(x.size(1))):
+                loc, raw = self.combine(torch.cat([out[:, t], z_prev], -1)).chunk(2, -1)
+                with pyro.poutine.scale(scale=annealing_factor):
+                    z_prev = pyro.sample(
+                        f"z_{t + 1}", dist.Normal(loc, nn.functional.softplus(raw) + 1e-3).to_event(1).mask(mask[:, t])
+                    )
+
+
+def dmm_batches(num_batches=3, batch=4, steps=5, x_dim=3, seed=0):
+    """Mini-batches as the example makes them: (x, x reversed as a PackedSequence, mask)."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(num_batches):
+        x = torch.randn(batch, steps, x_dim, generator=g).cumsum(1) * 0.3
+        packed = nn.utils.rnn.pack_padded_sequence(x.flip(1), [steps] * batch, batch_first=True)
+        out.append((x, packed, torch.ones(batch, steps, dtype=torch.bool)))
+    return out
