@@ -333,3 +333,78 @@ def dmm_batches(num_batches=3, batch=4, steps=5, x_dim=3, seed=0):
         packed = nn.utils.rnn.pack_padded_sequence(x.flip(1), [steps] * batch, batch_first=True)
         out.append((x, packed, torch.ones(batch, steps, dtype=torch.bool)))
     return out
+
+
+# -- the GMM tutorial ----------------------------------------------------------------------
+GMM_DATA = torch.tensor([0.0, 1.0, 10.0, 11.0, 12.0])
+K = 2
+
+
+def gmm_model(data):
+    """No @config_enumerate: ppmodels' "enum" marks the discrete site itself."""
+    weights = pyro.sample("weights", dist.Dirichlet(0.5 * torch.ones(K)))
+    scale = pyro.sample("scale", dist.LogNormal(0.0, 2.0))
+    with pyro.plate("components", K):
+        locs = pyro.sample("locs", dist.Normal(0.0, 10.0))
+    with pyro.plate("data", len(data)):
+        assignment = pyro.sample("assignment", dist.Categorical(weights))
+        pyro.sample("obs", dist.Normal(locs[assignment], scale), obs=data)
+
+
+def gmm_init_loc_fn(site):
+    if site["name"] == "weights":
+        return torch.ones(K) / K
+    if site["name"] == "scale":
+        return (GMM_DATA.var() / 2).sqrt()
+    if site["name"] == "locs":
+        return GMM_DATA[torch.multinomial(torch.ones(len(GMM_DATA)) / len(GMM_DATA), K)]
+    raise ValueError(site["name"])
+
+
+def gmm_guide():
+    from pyro.infer.autoguide import AutoDelta
+
+    return AutoDelta(pyro.poutine.block(gmm_model, expose=["weights", "locs", "scale"]), init_loc_fn=gmm_init_loc_fn)
+
+
+# -- a hidden Markov model, three steps ------------------------------------------------------
+HMM_DATA = torch.tensor([[0.1, 2.2, 1.9], [-0.3, 0.2, 2.5]])  # two sequences
+
+
+def hmm_model(data):
+    trans = pyro.sample("trans", dist.Dirichlet(torch.ones(2, 2)).to_event(1))
+    locs = pyro.sample("locs", dist.Normal(torch.tensor([0.0, 2.0]), 1.0).to_event(1))
+    with pyro.plate("sequences", data.shape[0], dim=-1):
+        state = torch.zeros(data.shape[0], dtype=torch.long)
+        for t in pyro.markov(range(data.shape[1])):
+            state = pyro.sample(f"state_{t}", dist.Categorical(trans[state]))
+            pyro.sample(f"obs_{t}", dist.Normal(locs[state], 0.5), obs=data[:, t])
+
+
+# -- the semi-supervised VAE, M2 (examples/vae/ss_vae_M2.py's program, small) -----------------
+class M2(nn.Module):
+    def __init__(self, pixels=64, classes=10, z_dim=4, hidden=32):
+        super().__init__()
+        self.classes, self.z_dim = classes, z_dim
+        self.encoder_y = nn.Sequential(nn.Linear(pixels, hidden), nn.Softplus(), nn.Linear(hidden, classes))
+        self.encoder_z = nn.Sequential(nn.Linear(pixels + classes, hidden), nn.Softplus(), nn.Linear(hidden, 2 * z_dim))
+        self.decoder = nn.Sequential(nn.Linear(z_dim + classes, hidden), nn.Softplus(), nn.Linear(hidden, pixels))
+
+    def model(self, xs, ys=None):
+        pyro.module("ss_vae", self)
+        n = xs.size(0)
+        with pyro.plate("data"):
+            zs = pyro.sample("z", dist.Normal(xs.new_zeros(n, self.z_dim), 1.0).to_event(1))
+            ys = pyro.sample("y", dist.OneHotCategorical(xs.new_ones(n, self.classes) / self.classes), obs=ys)
+            batch = torch.broadcast_shapes(zs.shape[:-1], ys.shape[:-1])
+            logits = self.decoder(torch.cat([zs.expand(batch + zs.shape[-1:]), ys.expand(batch + ys.shape[-1:])], -1))
+            pyro.sample("x", dist.Bernoulli(logits=logits, validate_args=False).to_event(1), obs=xs)
+
+    def guide(self, xs, ys=None):
+        with pyro.plate("data"):
+            if ys is None:
+                ys = pyro.sample("y", dist.OneHotCategorical(logits=self.encoder_y(xs)))
+            batch = torch.broadcast_shapes(xs.shape[:-1], ys.shape[:-1])  # enumerated ys: a leading dim
+            xy = torch.cat([xs.expand(batch + xs.shape[-1:]), ys.expand(batch + ys.shape[-1:])], -1)
+            loc, raw = self.encoder_z(xy).chunk(2, -1)
+            pyro.sample("z", dist.Normal(loc, nn.functional.softplus(raw) + 1e-3).to_event(1))

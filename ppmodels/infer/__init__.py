@@ -13,7 +13,8 @@ from .callbacks import (
 from .checkpoint import load, save
 from .compare import GUIDES, KERNELS, Comparison, compare
 from .compare_elbos import ElboComparison, compare_elbos, gradient_variance
-from .elbo import ELBO_NAMES, ESTIMATORS, Objective, get_elbo
+from .discrete import infer_discrete
+from .elbo import ELBO_NAMES, ESTIMATORS, EnumELBO, Objective, get_elbo
 from .evaluate import elbo, log_likelihood, log_weights
 from .fit import FitResult, NonFiniteLossError, fit, make_optimizer
 
@@ -25,6 +26,7 @@ __all__ = [
     "ESTIMATORS",
     "EarlyStopping",
     "ElboComparison",
+    "EnumELBO",
     "FitResult",
     "GUIDES",
     "KERNELS",
@@ -40,6 +42,7 @@ __all__ = [
     "fit",
     "get_elbo",
     "gradient_variance",
+    "infer_discrete",
     "linear_schedule",
     "load",
     "log_likelihood",

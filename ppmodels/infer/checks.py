@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import pyro.infer
 from pyro.poutine.messenger import Messenger
 
-from .elbo import estimator_name
+from .elbo import estimator_name, is_jit
 
 _PARTICLE_PLATE = "num_particles_vectorized"
 
@@ -136,8 +136,8 @@ def check_batch_scaling(recorder: SiteRecorder, num_data: int, batch: int, batch
     def scaled(site):
         return any(f.full_size == num_data and f.size == batch for f in site.frames)
 
-    def in_batch_plate(site):
-        return any(f.size == batch for f in site.frames)
+    def in_batch_plate(site):  # a plate of the batch's size, or one sized by broadcasting (size -1)
+        return any(f.size in (batch, -1) for f in site.frames)
 
     if all(scaled(s) for s in observed):
         return Scaling(True, all(in_batch_plate(s) for s in latent))
@@ -222,10 +222,7 @@ def check_estimator(elbo, recorder: SiteRecorder, module_params, param_leaf_ids)
                 )
     if isinstance(elbo, (pyro.infer.TraceMeanField_ELBO, pyro.infer.JitTraceMeanField_ELBO)):
         _check_analytic_kl(recorder, name)
-    if isinstance(
-        elbo,
-        (pyro.infer.JitTrace_ELBO, pyro.infer.JitTraceMeanField_ELBO, pyro.infer.JitTraceGraph_ELBO),
-    ):
+    if is_jit(elbo):
         unseen = [(n, p) for n, p in module_params if p.requires_grad and id(p) not in param_leaf_ids]
         if unseen:
             count = sum(p.numel() for _, p in unseen)

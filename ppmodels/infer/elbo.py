@@ -3,9 +3,44 @@
 from __future__ import annotations
 
 import pyro.infer
+from pyro.infer import config_enumerate
 from pyro.poutine.runtime import effectful
 
-from .._validate import check_positive_int
+from .._validate import check_nonnegative_int, check_positive_int
+
+
+class _Enumerates:
+    """Marks the model's discrete sites for parallel enumeration at every step, keeping any
+    setting the user gave a site; with ``enumerate_guide`` the guide's discrete sites too
+    (otherwise only those the user marked, e.g. with ``@config_enumerate``). A discrete
+    model site the guide samples is replayed from the guide, so marking it changes nothing."""
+
+    enumerate_guide = False
+
+    def _get_traces(self, model, guide, args, kwargs):
+        model = config_enumerate(model, "parallel")
+        if self.enumerate_guide:
+            guide = config_enumerate(guide, "parallel")
+        yield from super()._get_traces(model, guide, args, kwargs)
+
+
+class EnumELBO(_Enumerates, pyro.infer.TraceEnum_ELBO):
+    """``TraceEnum_ELBO`` that enumerates the model's discrete latents without
+    ``@config_enumerate``: what ``elbo="enum"`` builds. ``max_plate_nesting`` is found from the
+    first trace when not given (Pyro's guess)."""
+
+    def __init__(self, *, enumerate_guide: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.enumerate_guide = bool(enumerate_guide)
+
+
+class JitEnumELBO(_Enumerates, pyro.infer.JitTraceEnum_ELBO):
+    """:class:`EnumELBO`, compiled with Pyro's JIT: ``elbo="jit-enum"``."""
+
+    def __init__(self, *, enumerate_guide: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.enumerate_guide = bool(enumerate_guide)
+
 
 #: name -> (Pyro class, what it is)
 ESTIMATORS = {
@@ -19,18 +54,31 @@ ESTIMATORS = {
         "TraceTailAdaptive_ELBO: adaptive f-divergence; several vectorised particles, no subsampling, "
         "gradients only (its loss value is not computed)",
     ),
+    "enum": (
+        EnumELBO,
+        "TraceEnum_ELBO: discrete latents the guide does not sample are summed out exactly (parallel "
+        "enumeration), continuous ones as Trace_ELBO",
+    ),
+    "jit-enum": (JitEnumELBO, "JitTraceEnum_ELBO: enum, compiled with the PyTorch JIT"),
     "jit-trace": (pyro.infer.JitTrace_ELBO, "JitTrace_ELBO: Trace_ELBO compiled with the PyTorch JIT"),
     "jit-meanfield": (pyro.infer.JitTraceMeanField_ELBO, "JitTraceMeanField_ELBO: TraceMeanField_ELBO, compiled"),
     "jit-tracegraph": (pyro.infer.JitTraceGraph_ELBO, "JitTraceGraph_ELBO: TraceGraph_ELBO, compiled"),
 }
 ELBO_NAMES = tuple(sorted(ESTIMATORS))
 _DEFAULT_PARTICLES = {"iwae": 5, "renyi": 5, "tailadaptive": 8}
-JIT_NAMES = ("jit-meanfield", "jit-trace", "jit-tracegraph")
+JIT_NAMES = ("jit-enum", "jit-meanfield", "jit-trace", "jit-tracegraph")
+ENUM_NAMES = ("enum", "jit-enum")
 
 
 def is_jit(elbo) -> bool:
     return isinstance(
-        elbo, (pyro.infer.JitTrace_ELBO, pyro.infer.JitTraceMeanField_ELBO, pyro.infer.JitTraceGraph_ELBO)
+        elbo,
+        (
+            pyro.infer.JitTrace_ELBO,
+            pyro.infer.JitTraceMeanField_ELBO,
+            pyro.infer.JitTraceGraph_ELBO,
+            pyro.infer.JitTraceEnum_ELBO,
+        ),
     )
 
 
@@ -40,6 +88,7 @@ def get_elbo(
     vectorize_particles: bool | None = None,
     alpha: float | None = None,
     max_plate_nesting: int | None = None,
+    enumerate_guide: bool | None = None,
 ) -> pyro.infer.ELBO:
     """A Pyro ELBO from a name, or ``elbo`` itself if it is already a ``pyro.infer.ELBO``.
 
@@ -50,12 +99,17 @@ def get_elbo(
         for ``tailadaptive``, which requires it).
     :param float alpha: the Renyi divergence order for ``renyi`` (default 0.5); ``iwae`` is
         alpha = 0 and takes no ``alpha``.
+    :param int max_plate_nesting: how many plates nest at most (enumeration allocates its
+        dimensions to their left); found from the first trace when not given.
+    :param bool enumerate_guide: for ``enum``/``jit-enum``: also enumerate the guide's
+        discrete sites (default: only those the user marked, e.g. with ``@config_enumerate``;
+        the model's unguided discrete sites are always enumerated).
     :raises ValueError: an unknown name, listing the valid ones.
     """
     if isinstance(elbo, pyro.infer.ELBO):
-        if num_particles is not None or alpha is not None or vectorize_particles is not None:
+        if num_particles is not None or alpha is not None or vectorize_particles is not None or enumerate_guide:
             raise ValueError(
-                "num_particles, vectorize_particles and alpha configure an ELBO chosen by name; "
+                "num_particles, vectorize_particles, alpha and enumerate_guide configure an ELBO chosen by name; "
                 f"the ELBO instance {type(elbo).__name__} already has its own"
             )
         return elbo
@@ -82,7 +136,14 @@ def get_elbo(
             f"but got num_particles={num_particles}, vectorize_particles={vectorize_particles}"
         )
     if max_plate_nesting is not None:
-        kwargs["max_plate_nesting"] = max_plate_nesting
+        kwargs["max_plate_nesting"] = check_nonnegative_int(max_plate_nesting, "max_plate_nesting")
+    if elbo in ENUM_NAMES:
+        kwargs["enumerate_guide"] = bool(enumerate_guide)
+    elif enumerate_guide is not None:
+        raise ValueError(
+            f"`enumerate_guide` applies to 'enum' and 'jit-enum' only, but got enumerate_guide={enumerate_guide!r} "
+            f"with elbo={elbo!r}"
+        )
     if elbo == "iwae":
         if alpha is not None:
             raise ValueError(f"`alpha` does not apply to 'iwae' (it is alpha=0), but got alpha={alpha!r}; use 'renyi'")

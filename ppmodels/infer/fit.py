@@ -402,7 +402,9 @@ class _Run:
             self.adversary_step(*args, **kwargs)
         if self.optimizer is None:
             return self._first_step(state, args, kwargs)
-        self.optimizer.zero_grad(set_to_none=True)
+        # A user's program: gradients are zeroed, not dropped, as pyro.infer.SVI does, so that a
+        # parameter a step leaves unused still takes its optimizer's momentum step as in Pyro.
+        self.optimizer.zero_grad(set_to_none=self.own)
         return self._step(args, kwargs)
 
     def end_step(self, state):
