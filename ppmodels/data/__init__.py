@@ -5,7 +5,8 @@ classification problems."""
 from .functions import KERNELS, ContextTargetBatches, FunctionData, gp_functions, kernel_matrix, sine_functions
 from .idx import ChecksumError, download, fashion_mnist, mnist, read_idx
 from .images import ImageData, digits, load, resize_images
-from .synthetic import linear_regression_data, logistic_regression_data, sine_regression_data
+from .semisupervised import SemiSupervisedBatches, split_labelled
+from .synthetic import linear_regression_data, logistic_regression_data, mixture_data, sine_regression_data
 
 __all__ = [
     "ChecksumError",
@@ -13,6 +14,7 @@ __all__ = [
     "FunctionData",
     "ImageData",
     "KERNELS",
+    "SemiSupervisedBatches",
     "digits",
     "download",
     "fashion_mnist",
@@ -21,9 +23,11 @@ __all__ = [
     "linear_regression_data",
     "load",
     "logistic_regression_data",
+    "mixture_data",
     "mnist",
     "read_idx",
     "resize_images",
     "sine_functions",
     "sine_regression_data",
+    "split_labelled",
 ]

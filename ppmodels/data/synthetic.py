@@ -60,3 +60,18 @@ def sine_regression_data(num_train=40, num_test=100, noise=0.1, seed=0):
         return torch.sin(3 * v[:, 0])
 
     return (x, f(x) + noise * torch.randn(n, generator=g)), (xt, f(xt) + noise * torch.randn(len(xt), generator=g))
+
+
+def mixture_data(num_train=8, num_test=50, locs=(-1.5, 1.5), noise=1.0, seed=0):
+    """Draws from an equal two-component mixture with the given locations, for
+    :class:`ppmodels.models.GaussianMixture` (few training points, so that its exact posterior
+    over assignments sums over 2^N). Returns ``(x,), (x_test,)``."""
+    n, m = check_positive_int(num_train, "num_train"), check_positive_int(num_test, "num_test")
+    g = _generator(seed)
+    centres = torch.tensor(locs, dtype=torch.float32)
+
+    def draw(k):
+        which = torch.randint(len(centres), (k,), generator=g)
+        return centres[which] + noise * torch.randn(k, generator=g)
+
+    return (draw(n),), (draw(m),)

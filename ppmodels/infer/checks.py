@@ -211,6 +211,15 @@ def check_estimator(elbo, recorder: SiteRecorder, module_params, param_leaf_ids)
                 f"{name!r} would draw it from the prior at every step (or fail): a discrete latent is summed out by "
                 "enumeration. Use elbo='enum' (TraceEnum_ELBO), or sample the site in the guide"
             )
+    if not enumerates(elbo):
+        marked = [s for s in recorder.samples("guide") if s.infer.get("enumerate")]
+        if marked:
+            site = marked[0]
+            raise ValueError(
+                f"the guide marks its site {site.name!r} ({type(site.fn).__name__}) for enumeration "
+                f"(infer={{'enumerate': {site.infer['enumerate']!r}}}), but {name!r} does not enumerate: it would "
+                "sample the site instead of summing it out. Use elbo='enum' (TraceEnum_ELBO)"
+            )
     if isinstance(elbo, pyro.infer.RenyiELBO):
         for s in recorder.samples("guide"):
             if not s.is_observed and not getattr(s.fn, "has_rsample", True) and not s.infer.get("enumerate"):

@@ -2,8 +2,10 @@
 
 from ._plate import DataSizeMixin
 from .bnn import BayesianLeNet5, BayesianNetwork, ConversionReport, Prediction, to_bayesian
+from .mixture import GaussianMixture
 from .neural_process import FunctionPrediction, NeuralProcess
 from .regression import BayesianLinearRegression, BayesianLogisticRegression, BayesianMLPRegression
+from .ssvae import SSVAE
 from .vae import CVAE, LIKELIHOODS, VAE
 from .vaegan import VAEGAN, sharpness
 
@@ -17,9 +19,11 @@ __all__ = [
     "ConversionReport",
     "DataSizeMixin",
     "FunctionPrediction",
+    "GaussianMixture",
     "LIKELIHOODS",
     "NeuralProcess",
     "Prediction",
+    "SSVAE",
     "VAE",
     "VAEGAN",
     "sharpness",

@@ -3,6 +3,6 @@
 from ._common import GaussianHead
 from .conv import ConvDecoder, ConvEncoder
 from .lenet import LeNet5
-from .mlp import MLPDecoder, MLPEncoder
+from .mlp import MLPClassifier, MLPDecoder, MLPEncoder
 
-__all__ = ["ConvDecoder", "ConvEncoder", "GaussianHead", "LeNet5", "MLPDecoder", "MLPEncoder"]
+__all__ = ["ConvDecoder", "ConvEncoder", "GaussianHead", "LeNet5", "MLPClassifier", "MLPDecoder", "MLPEncoder"]

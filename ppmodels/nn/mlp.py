@@ -77,3 +77,31 @@ class MLPDecoder(nn.Module):
     def forward(self, z: torch.Tensor, c=None) -> torch.Tensor:
         h = append_cond(z, c, self.cond_dim, "MLPDecoder")
         return self.body(h).reshape(*z.shape[:-1], *self.output_shape)
+
+
+@recorded
+class MLPClassifier(nn.Module):
+    """``x -> `` class logits through a fully connected network (e.g. q(y | x) of a
+    semi-supervised VAE, or a supervised baseline).
+
+    :param input_shape: shape of one input, e.g. ``(1, 8, 8)``.
+    :param int num_classes: number of classes.
+    :param hidden_dims: widths of the hidden layers.
+
+    ``forward(x)``: ``x`` is ``(..., *input_shape)``; returns ``(..., num_classes)``.
+    """
+
+    def __init__(self, input_shape, num_classes: int, hidden_dims=(400,), activation: str = "relu"):
+        super().__init__()
+        self.input_shape = check_shape(input_shape, "input_shape")
+        self.num_classes = check_positive_int(num_classes, "num_classes")
+        body, width = mlp(numel(self.input_shape), check_dims(hidden_dims, "hidden_dims"), activation)
+        self.body = nn.Sequential(*body, nn.Linear(width, self.num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[x.dim() - len(self.input_shape) :]) != self.input_shape:
+            raise ValueError(
+                f"MLPClassifier expects inputs of shape (..., {', '.join(map(str, self.input_shape))}), "
+                f"got {tuple(x.shape)}"
+            )
+        return self.body(x.reshape(*x.shape[: x.dim() - len(self.input_shape)], -1))

@@ -2,6 +2,7 @@
 
 from .figures import (
     class_rows,
+    discrete_marginals,
     estimator_comparison,
     function_predictions,
     image_grid,
@@ -10,6 +11,7 @@ from .figures import (
     loss_curves,
     marginals,
     predictive_bands,
+    predictive_draws,
     reliability_diagram,
     roc_curve,
     save,
@@ -20,6 +22,7 @@ from .figures import (
 
 __all__ = [
     "class_rows",
+    "discrete_marginals",
     "estimator_comparison",
     "function_predictions",
     "image_grid",
@@ -28,6 +31,7 @@ __all__ = [
     "loss_curves",
     "marginals",
     "predictive_bands",
+    "predictive_draws",
     "reliability_diagram",
     "roc_curve",
     "save",

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -16,11 +18,21 @@ def _np(t):
 
 
 def save(fig, path) -> Path:
-    """Save ``fig`` as PNG at ``path`` (folders created) and close it."""
+    """Save ``fig`` as PNG at ``path`` (folders created) and close it. The image is written to
+    a temporary file renamed into place, so a failed write leaves no partial file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
+        os.close(fd)
+        try:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight")
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -82,6 +94,35 @@ def class_rows(images_per_class, class_names=None, title=None):
     return fig
 
 
+def predictive_draws(images, probs, class_names, title=None, per_row=6):
+    """Each input image above its predictive class probabilities: the mean over posterior
+    draws (bars) and the 5-95% range across the draws (lines). ``images`` is ``(N, 1, H, W)``,
+    ``probs`` ``(S, N, K)``."""
+    images, probs = _np(images), _np(probs)
+    n = len(images)
+    cols = min(per_row, n)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(2 * rows, cols, figsize=(1.9 * cols, 3.2 * rows), squeeze=False)
+    k = probs.shape[-1]
+    for i in range(rows * cols):
+        top, bottom = axes[2 * (i // cols), i % cols], axes[2 * (i // cols) + 1, i % cols]
+        top.axis("off")
+        if i >= n:
+            bottom.axis("off")
+            continue
+        top.imshow(images[i].reshape(images.shape[-2:]), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        mean, lo, hi = probs[:, i].mean(0), np.quantile(probs[:, i], 0.05, 0), np.quantile(probs[:, i], 0.95, 0)
+        bottom.bar(np.arange(k), mean, color="C0")
+        bottom.vlines(np.arange(k), lo, hi, color="k", linewidth=1)
+        bottom.set_ylim(0, 1)
+        bottom.set_xticks(np.arange(k), class_names, fontsize=6)
+        bottom.tick_params(axis="y", labelsize=6)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def latent_scatter(z, labels, title="latent means of the test set"):
     """Scatter of 2-D latent codes coloured by label (seed 002's figure)."""
     z = _np(z)
@@ -132,6 +173,35 @@ def marginals(comparison, latents=None, max_latents=9, title="posterior marginal
     for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def discrete_marginals(comparison, title="posterior of the discrete sites"):
+    """For each discrete site of a :class:`~ppmodels.infer.Comparison`, the posterior
+    probability of each value at every element (e.g. each datum's assignment) under every
+    method, with the exact probabilities where known."""
+    panels = []
+    for site in comparison.discrete:
+        probs = {m.name: _np(m.discrete[site]) for m in comparison.methods if site in m.discrete}
+        if comparison.exact_discrete and site in comparison.exact_discrete:
+            probs["exact"] = _np(comparison.exact_discrete[site])
+        if probs:
+            panels.append((site, probs))
+    k = max(next(iter(p.values())).shape[-1] for _, p in panels) if panels else 1
+    fig, axes = plt.subplots(len(panels) * k, 1, figsize=(7, 2.2 * max(1, len(panels) * k)), squeeze=False)
+    for j, (site, probs) in enumerate(panels):
+        for value in range(k):
+            ax = axes[j * k + value, 0]
+            for i, (name, p) in enumerate(probs.items()):
+                flat = p.reshape(-1, p.shape[-1])
+                style = {"color": "k", "marker": "x"} if name == "exact" else {"marker": "o", "alpha": 0.7}
+                ax.plot(np.arange(len(flat)) + 0.08 * (i - len(probs) / 2), flat[:, value], ls="", label=name, **style)
+            ax.set_ylim(-0.05, 1.05)
+            ax.set_ylabel(f"P({site} = {value})")
+    axes[-1, 0].set_xlabel("element (datum)")
+    axes[0, 0].legend(fontsize=8, ncol=4)
     fig.suptitle(title)
     fig.tight_layout()
     return fig
