@@ -160,3 +160,12 @@ class ContextTargetBatches:
             pick = torch.rand(len(index), points, generator=self.generator).argsort(dim=1)[:, :n, None]
             x, y = self.data.x[index], self.data.y[index]
             yield x.gather(1, pick), y.gather(1, pick), x, y
+
+    def state_dict(self):
+        """The shuffling and context draws' generator and the passes done, for exact resume
+        (each pass after the first draws its functions afresh from ``regenerate``)."""
+        return {"generator": self.generator.get_state(), "passes": self.passes}
+
+    def load_state_dict(self, state):
+        self.generator.set_state(state["generator"])
+        self.passes = int(state["passes"])

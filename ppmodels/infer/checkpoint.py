@@ -43,9 +43,12 @@ def save(path, pair, *, optimizer=None, fit_state=None, metadata=None) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
+            try:
+                torch.save(payload, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            except RuntimeError as exc:  # torch's zip writer reports a failed write (a full disk) this way
+                raise OSError(f"writing {path} failed: {str(exc).splitlines()[0]}") from exc
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -59,7 +62,16 @@ def load_state(path, map_location="cpu") -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    state = torch.load(path, map_location=map_location, weights_only=True)
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty: not a ppmodels checkpoint (an interrupted copy?)")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 (torch raises EOFError, RuntimeError, UnpicklingError, KeyError...)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(
+            f"{path} is not a readable ppmodels checkpoint: it is truncated, corrupt or of another kind "
+            f"({type(exc).__name__}: {first[:200]})"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"{path} is not a ppmodels checkpoint")
     if state.get("version", 0) > VERSION:

@@ -300,7 +300,8 @@ class _Run:
                     "or a DataLoader with shuffle=False"
                 )
 
-        self.loss = get_elbo(o["elbo"], o["num_particles"], o["vectorize_particles"])
+        nesting = getattr(pair, "max_plate_nesting", None) if isinstance(o["elbo"], str) else None
+        self.loss = get_elbo(o["elbo"], o["num_particles"], o["vectorize_particles"], max_plate_nesting=nesting)
         self.recorder = checks.SiteRecorder()
         self.objective = Objective(
             self.loss, self.recorder.role(pair.model, "model"), self.recorder.role(pair.guide, "guide")

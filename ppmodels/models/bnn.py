@@ -24,6 +24,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro import poutine
+from pyro.infer.util import is_validation_enabled
 from pyro.nn.module import PyroModule, PyroSample, to_pyro_module_
 from torch import nn
 from torch.nn import functional as F
@@ -393,6 +394,15 @@ class BayesianNetwork(DataSizeMixin, nn.Module):
             y = y.unsqueeze(-1)
         if tuple(y.shape) != expected:
             raise ValueError(f"`y` must have shape {expected} for this network's output, but got {tuple(y.shape)}")
+        if self.likelihood == "categorical" and is_validation_enabled():  # fit: the first step
+            classes = dist_y.logits.shape[-1]
+            if y.dtype.is_floating_point or y.dtype == torch.bool:
+                raise TypeError(f"`y` must hold integer class labels, but got dtype {y.dtype}")
+            if y.numel() and (int(y.min()) < 0 or int(y.max()) >= classes):
+                bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
+                raise ValueError(
+                    f"`y` holds label {bad}, outside [0, {classes}): the network has {classes} outputs (classes)"
+                )
         return y
 
     # -- the posterior ---------------------------------------------------------------------

@@ -1,0 +1,258 @@
+"""What every training subcommand shares: the run folder (options, checkpoint, metrics,
+figures), resuming a run, the device, the progress display, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+RUN_FILE = "run.json"
+CHECKPOINT = "checkpoint.pt"
+#: options that do not change a run's results: they may differ on --resume
+_FREE = {"resume", "progress", "out", "command", "model", "run"}
+
+
+class CommandError(Exception):
+    """A one-line error for the user (the command exits with status 2)."""
+
+
+def launched_by_torchrun() -> bool:
+    """True when this process is one of several that torchrun started (WORLD_SIZE > 1)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def resolve_device(text):
+    """The device to run on: ``text``, or cuda when this torch build has it and cpu
+    otherwise; a device this build lacks is a :class:`CommandError`."""
+    import torch
+
+    if text is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    kind, _, index = text.partition(":")
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise CommandError(
+                f"--device {text}: this torch build ({torch.__version__}) has no CUDA device; use --device cpu"
+            )
+        if index and int(index) >= torch.cuda.device_count():
+            raise CommandError(f"--device {text}: there are {torch.cuda.device_count()} CUDA devices")
+    if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise CommandError(f"--device mps: this torch build ({torch.__version__}) has no MPS device; use --device cpu")
+    return text
+
+
+def progress_mode(flag):
+    """``--progress``: a bar; ``--no-progress``: nothing; neither: the bar on a terminal and a
+    plain line per epoch otherwise (so a log file shows the run moving)."""
+    if flag is None:
+        return True if sys.stderr.isatty() else "log"
+    return bool(flag)
+
+
+def _plain(value):
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def write_text_atomic(path: Path, text: str):
+    """Write ``text`` to ``path`` through a temporary file renamed into place; an OSError
+    (read-only folder, full disk) becomes a one-line error naming the path, and the file
+    already there (if any) stays as it was."""
+    path = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise CommandError(f"could not write {path}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise CommandError(f"could not write {path}: {exc.strerror or exc}") from None
+
+
+class RunDir:
+    """A run's folder: ``run.json`` (the command and its options), ``checkpoint.pt`` (the
+    training state after each epoch), ``metrics.json`` (written as the run goes), the final
+    ``model.pt`` and the figures.
+
+    With ``--resume RUN_DIR`` the options come from ``run.json``; any option given again
+    must have the run's value (``--epochs`` may grow, and may not fall below the epochs
+    done), so the resumed run ends where the uninterrupted one would.
+    """
+
+    def __init__(self, command: str, args, explicit: dict, default_out: str, writer: bool = True):
+        self.command, self.writer = command, writer
+        if getattr(args, "resume", None):
+            self.path = Path(args.resume)
+            if explicit.get("out") not in (None, args.resume) and Path(explicit["out"]) != self.path:
+                raise CommandError(f"--out {explicit['out']} and --resume {args.resume} name different folders")
+            self._load(args, explicit)
+            self.resuming = (self.path / CHECKPOINT).is_file()
+        else:
+            self.path = Path(args.out or default_out)
+            self.resuming = False
+            if writer:
+                self._make()
+                options = {k: _plain(v) for k, v in vars(args).items() if k not in _FREE}
+                write_text_atomic(self.path / RUN_FILE, json.dumps({"command": command, "options": options}, indent=2))
+
+    def _make(self):
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CommandError(f"could not create the output folder {self.path}: {exc.strerror or exc}") from None
+        if not os.access(self.path, os.W_OK):
+            raise CommandError(f"the output folder {self.path} is not writable")
+
+    def _load(self, args, explicit):
+        run_file = self.path / RUN_FILE
+        try:
+            saved = json.loads(run_file.read_text())
+        except FileNotFoundError:
+            raise CommandError(
+                f"--resume {self.path}: no {RUN_FILE} there; RUN_DIR must be a folder written by this command"
+            ) from None
+        except (OSError, ValueError) as exc:
+            raise CommandError(f"--resume {self.path}: {run_file} is unreadable ({exc})") from None
+        if saved.get("command") != self.command:
+            raise CommandError(
+                f"--resume {self.path}: that run is 'ppmodels {saved.get('command')}', not 'ppmodels {self.command}'"
+            )
+        options = saved.get("options", {})
+        changed = []
+        for key, value in explicit.items():
+            if key in _FREE or key not in options or key == "epochs":
+                continue
+            if _plain(value) != options[key]:
+                changed.append(f"--{key.replace('_', '-')} {_show(value)} (the run has {_show(options[key])})")
+        if changed:
+            raise CommandError(
+                f"--resume {self.path}: resuming with other options would not continue the same run: "
+                + "; ".join(changed)
+                + ". Give only --resume (and --epochs to train longer), or start a new run"
+            )
+        for key, value in options.items():
+            if key not in explicit and hasattr(args, key):
+                setattr(args, key, tuple(value) if isinstance(value, list) else value)
+        done = self.epochs_done()
+        if done is not None and args.epochs < done:
+            raise CommandError(
+                f"--resume {self.path}: --epochs {args.epochs} is fewer than the {done} epochs the run has done"
+            )
+        self._make()
+
+    def epochs_done(self):
+        try:
+            return json.loads((self.path / "metrics.json").read_text()).get("epochs_done")
+        except (OSError, ValueError):
+            return None
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / CHECKPOINT
+
+    def write_json(self, name: str, data: dict):
+        if self.writer:
+            write_text_atomic(self.path / name, json.dumps(data, indent=2))
+
+    def write_text(self, name: str, text: str):
+        if self.writer:
+            write_text_atomic(self.path / name, text)
+
+    def save_model(self, pair, metadata: dict):
+        from .. import infer
+
+        if not self.writer:
+            return
+        path = self.path / "model.pt"
+        try:
+            infer.save(path, pair, metadata=metadata)
+        except OSError as exc:
+            raise CommandError(f"could not write {path}: {exc.strerror or exc}") from None
+
+    def figure(self, fig, name: str):
+        from .. import plots
+
+        if not self.writer:
+            import matplotlib.pyplot as plt
+
+            plt.close(fig)
+            return
+        path = self.path / name
+        try:
+            plots.save(fig, path)
+        except OSError as exc:
+            raise CommandError(f"could not write {path}: {exc.strerror or exc}") from None
+
+    def metrics_callback(self, extra=None):
+        """A callback writing ``metrics.json`` after every epoch (``"status": "running"``)."""
+        from ..infer import Callback
+
+        run = self
+
+        class WriteMetrics(Callback):
+            def on_epoch_end(self, state):
+                r = state.result
+                data = {
+                    "status": "running",
+                    "epochs_done": r.epochs,
+                    "train_loss": r.train_loss,
+                    "test_loss": r.val_loss,
+                    "epoch_seconds": r.epoch_seconds,
+                }
+                if extra is not None:
+                    data.update(extra())
+                run.write_json("metrics.json", data)
+
+        return WriteMetrics()
+
+
+def _show(value):
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return value
+
+
+def fit_run(run: RunDir, pair, train, args, device, *, callbacks=(), **options):
+    """``fit`` with the command's options: the run's checkpoint after every epoch, resume from
+    it, the progress display, metrics as the run goes, across processes under torchrun.
+    Returns ``(result, seconds)``; ``result`` is ``None`` on processes other than rank 0."""
+    import time
+
+    from .. import infer
+
+    distributed = launched_by_torchrun()
+    metrics = options.pop("metrics", None)
+    t0 = time.perf_counter()
+    try:
+        result = infer.fit(
+            pair,
+            train,
+            epochs=args.epochs,
+            batch_size=options.pop("batch_size", args.batch_size),
+            elbo=args.elbo,
+            lr=args.lr,
+            seed=args.seed,
+            device=None if distributed else device,
+            progress=progress_mode(args.progress),
+            checkpoint=run.checkpoint if run.writer else None,
+            resume=run.checkpoint if run.resuming else None,
+            callbacks=[*callbacks, run.metrics_callback(metrics)] if run.writer else list(callbacks),
+            distributed=distributed,
+            **options,
+        )
+    except OSError as exc:  # the checkpoint could not be written
+        raise CommandError(f"could not write {run.checkpoint}: {exc.strerror or exc}") from None
+    seconds = time.perf_counter() - t0
+    return (None if distributed and rank() != 0 else result), seconds

@@ -1,0 +1,304 @@
+"""The command as a tool people leave running: resume after a kill, reproducible seeds,
+progress lines in logs, sample on every run kind, help that tells the truth, one-line errors."""
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from ppmodels.cli import build_parser, main
+
+TINY_VAE = ["--image-size", "8", "--hidden", "16", "--latent-dim", "2", "--eval-samples", "5", "--no-progress"]
+#: what varies between two runs of the same command: wall-clock times
+TIMES = {"epoch_seconds", "train_seconds", "samples_per_second", "seconds", "seconds_per_epoch", "min_ess_per_second"}
+
+
+def results(path):
+    """A metrics file without its timings."""
+
+    def strip(value):
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k not in TIMES}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    return strip(json.loads(path.read_text()))
+
+
+def run_command(*args, **kwargs):
+    return subprocess.run([sys.executable, "-m", "ppmodels", *args], capture_output=True, text=True, **kwargs)
+
+
+# -- resume ----------------------------------------------------------------------------------
+def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
+    args = ["train", "vae", "--image-size", "28", "--hidden", "64", "--epochs", "8", "--eval-samples", "20"]
+    straight = tmp_path / "straight"
+    done = run_command(*args, "--out", str(straight), "--no-progress")
+    assert done.returncode == 0, done.stderr
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ppmodels", *args, "--out", str(killed), "--no-progress"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline:  # kill once two epochs are checkpointed
+        try:
+            if json.loads((killed / "metrics.json").read_text()).get("epochs_done", 0) >= 2:
+                break
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = json.loads((killed / "metrics.json").read_text())
+    assert partial["status"] == "running" and 2 <= partial["epochs_done"] < 8
+    assert not (killed / "model.pt").exists()
+    resumed = run_command("train", "vae", "--resume", str(killed), "--no-progress")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming vae" in resumed.stdout
+    assert results(killed / "metrics.json") == results(straight / "metrics.json")
+
+
+def test_resume_refuses_to_change_the_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "vae", *TINY_VAE, "--epochs", "2", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["train", "vae", "--resume", str(out), "--lr", "0.01"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"ppmodels train vae: error: --resume {out}: resuming with other options would not continue the same run: "
+        "--lr 0.01 (the run has 0.001). Give only --resume (and --epochs to train longer), or start a new run"
+    )
+    assert main(["train", "vae", "--resume", str(out), "--epochs", "1"]) == 2
+    assert "--epochs 1 is fewer than the 2 epochs the run has done" in capsys.readouterr().err
+    assert main(["train", "cvae", "--resume", str(out)]) == 2
+    assert "that run is 'ppmodels train vae', not 'ppmodels train cvae'" in capsys.readouterr().err
+    assert main(["train", "vae", "--resume", str(tmp_path)]) == 2
+    assert "no run.json there" in capsys.readouterr().err
+    assert main(["train", "vae", "--resume", str(out), "--epochs", "3"]) == 0  # training longer is allowed
+    assert len(json.loads((out / "metrics.json").read_text())["train_loss"]) == 3
+
+
+# -- seeds -------------------------------------------------------------------------------------
+SEEDED = {
+    "vae": (["train", "vae", *TINY_VAE, "--epochs", "2"], "metrics.json"),
+    "cvae": (["train", "cvae", *TINY_VAE, "--epochs", "1"], "metrics.json"),
+    "demo": (["demo", "--epochs", "1", "--eval-samples", "5", "--no-progress"], "metrics.json"),
+    "bnn": (["train", "bnn", "--epochs", "1", "--eval-samples", "3", "--no-progress"], "metrics.json"),
+    "np": (
+        ["train", "np", "--epochs", "1", "--functions", "32", "--eval-functions", "8", "--eval-samples", "4"]
+        + ["--hidden", "8", "--latent-dim", "2", "--no-progress"],
+        "metrics.json",
+    ),
+    "ssvae": (
+        [
+            "train",
+            "ssvae",
+            "--epochs",
+            "1",
+            "--labels",
+            "20",
+            "--hidden",
+            "16",
+            "--baseline-steps",
+            "5",
+            "--no-progress",
+        ],
+        "metrics.json",
+    ),
+    "compare-elbo": (
+        ["compare-elbo", "--estimators", "trace,iwae", "--epochs", "1", *TINY_VAE],
+        "elbo_comparison.json",
+    ),
+    "compare": (
+        ["compare", "--problem", "gmm", "--guides", "meanfield", "--num-samples", "10", "--warmup", "5"]
+        + ["--vi-epochs", "20", "--no-progress"],
+        "comparison.json",
+    ),
+}
+
+
+@pytest.mark.parametrize("command", sorted(SEEDED))
+def test_the_same_seed_gives_the_same_results(command, tmp_path):
+    argv, name = SEEDED[command]
+    outs = [tmp_path / "a", tmp_path / "b"]
+    for out in outs:
+        assert main([*argv, "--seed", "3", "--out", str(out)]) == 0
+    assert results(outs[0] / name) == results(outs[1] / name)
+
+
+# -- progress in logs --------------------------------------------------------------------------
+def test_without_a_terminal_the_run_logs_a_line_per_epoch(tmp_path):
+    done = run_command("train", "vae", *TINY_VAE[:-1], "--epochs", "3", "--out", str(tmp_path / "r"))
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("epoch ")]
+    assert [line.split(" loss ")[0] for line in lines] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    assert all(" val " in line for line in lines)
+
+
+# -- sample on every run kind, and on broken files ---------------------------------------------
+def test_sample_on_bnn_np_and_ssvae_runs(tmp_path):
+    bnn, npr, ssvae = tmp_path / "bnn", tmp_path / "np", tmp_path / "ssvae"
+    assert main(["train", "bnn", "--epochs", "1", "--eval-samples", "2", "--no-progress", "--out", str(bnn)]) == 0
+    assert main([*SEEDED["np"][0], "--out", str(npr)]) == 0
+    assert main([*SEEDED["ssvae"][0], "--out", str(ssvae)]) == 0
+    for run, text in [(bnn, "predictive draws for 6 test images"), (npr, "sampled functions for 6 new functions")]:
+        done = run_command("sample", str(run), "--num", "6", "--draws", "5")
+        assert done.returncode == 0, done.stderr
+        assert text in done.stdout and (run / "samples-0.png").stat().st_size > 0
+    done = run_command("sample", str(ssvae), "--labels", "1,2", "--num", "3")
+    assert done.returncode == 0 and "wrote 6 samples" in done.stdout, done.stderr
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (b"", r"model.pt is empty: not a ppmodels checkpoint"),
+        (b"PK\x03\x04 truncated zip", r"model.pt is not a readable ppmodels checkpoint: it is truncated, corrupt"),
+        (None, r"model.pt is not a ppmodels checkpoint"),
+    ],
+    ids=["empty", "truncated", "other-kind"],
+)
+def test_sample_on_an_unreadable_checkpoint_is_one_line(tmp_path, content, message):
+    path = tmp_path / "model.pt"
+    if content is None:
+        torch.save({101: "x"}, path)
+    else:
+        path.write_bytes(content)
+    done = run_command("sample", str(tmp_path))
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ppmodels sample: ")
+    import re
+
+    assert re.search(message, lines[0]), lines[0]
+
+
+# -- help ----------------------------------------------------------------------------------------
+def help_text(*argv, capsys=None):
+    with pytest.raises(SystemExit):
+        main([*argv, "--help"])
+    return capsys.readouterr().out
+
+
+def test_help_shows_the_real_defaults_and_the_usable_estimators(capsys):
+    vae = help_text("train", "vae", capsys=capsys)
+    for text in [
+        "(default: 30)",
+        "(default: 128)",
+        "(default: 0.001)",
+        "(default: 500)",
+        "{trace,meanfield,tracegraph",
+    ]:
+        assert text in " ".join(vae.split()), text
+    assert "jit-trace" not in vae and "tailadaptive" not in vae
+    elbo = " ".join(help_text("compare-elbo", capsys=capsys).split())
+    assert "importance samples K for the test log-likelihood (default: 1000)" in elbo
+    assert "output folder (default: runs/MODEL-DATA)" not in elbo
+    npr = " ".join(help_text("train", "np", capsys=capsys).split())
+    assert "90% interval coverage" in npr and "90%%" not in npr
+    ssvae = " ".join(help_text("train", "ssvae", capsys=capsys).split())
+    assert "{enum}" in ssvae
+
+
+def test_bad_values_read_like_the_rest(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "vae", "--epochs", "ten"])
+    assert "argument --epochs: must be a positive int, got 'ten'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "vae", "--device", "gpu"])
+    assert "argument --device: must be cpu, cuda, cuda:N or mps, got 'gpu'" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a torch build without CUDA")
+def test_a_device_this_build_lacks_is_one_line(tmp_path, capsys):
+    assert main(["train", "vae", *TINY_VAE, "--device", "cuda", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ppmodels train vae: error: --device cuda: this torch build") and "\n" not in err
+
+
+def test_the_parser_imports_nothing_heavy():
+    code = (
+        "import sys; from ppmodels.cli import build_parser; build_parser().format_help(); "
+        "print(sorted(m for m in ('torch', 'pyro', 'matplotlib') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_the_cli_lists_only_estimators_and_likelihoods_the_library_has():
+    from ppmodels.cli import _options
+    from ppmodels.infer import ELBO_NAMES
+    from ppmodels.models import LIKELIHOODS
+
+    assert set(_options.MODEL_ESTIMATORS) <= set(ELBO_NAMES)
+    assert _options.LIKELIHOODS == LIKELIHOODS
+    assert build_parser()  # builds
+
+
+# -- writing outputs that fail ----------------------------------------------------------------
+def test_a_full_disk_while_writing_the_model_is_one_line_and_keeps_what_was_written(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    assert main(["train", "vae", *TINY_VAE, "--epochs", "1", "--out", str(out)]) == 0
+    before = (out / "model.pt").read_bytes()
+    capsys.readouterr()
+    real_fdopen = os.fdopen
+
+    class Full:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __getattr__(self, name):
+            return getattr(self.fh, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+    def fdopen(fd, mode="r", *a, **k):
+        fh = real_fdopen(fd, mode, *a, **k)
+        return Full(fh) if "b" in mode else fh
+
+    monkeypatch.setattr(os, "fdopen", fdopen)
+    assert main(["train", "vae", "--resume", str(out), "--epochs", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"ppmodels train vae: error: could not write {out / 'checkpoint.pt'}") and "\n" not in err
+    monkeypatch.undo()
+    assert (out / "model.pt").read_bytes() == before
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("command", ["demo", "compare", "sample"])
+def test_a_read_only_output_folder_is_one_line(command, tmp_path, capsys, monkeypatch):
+    import tempfile
+
+    run = tmp_path / "run"
+    if command == "sample":
+        assert main(["train", "vae", *TINY_VAE, "--epochs", "1", "--out", str(run)]) == 0
+    capsys.readouterr()
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    argv = {
+        "demo": ["demo", "--epochs", "1", "--eval-samples", "2", "--no-progress", "--out", str(tmp_path / "d")],
+        "compare": SEEDED["compare"][0] + ["--out", str(tmp_path / "c")],
+        "sample": ["sample", str(run), "--num", "2"],
+    }[command]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "could not write" in err and "Permission denied" in err and "\n" not in err
