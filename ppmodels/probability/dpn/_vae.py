@@ -12,8 +12,8 @@ import math
 import torch
 from torch import nn
 
-from .. import models
-from ._checks import check_positive_int
+from ... import models
+from .._checks import check_positive_int
 
 _OUTPUT_PRIORS = {"Normal": ("normal", math.sqrt(0.5), None), "Bernoulli": ("bernoulli", 1.0, "probs")}
 

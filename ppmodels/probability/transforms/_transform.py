@@ -13,8 +13,8 @@ import inspect
 
 from torch import nn
 
-from .bnn_layers import ConvReparam, DenseLocalReparam, DenseReparam, WithBNNLossCell, _check_factor
-from .cells import TrainOneStepCell
+from ..bnn_layers._layers import ConvReparam, DenseLocalReparam, DenseReparam, WithBNNLossCell, _check_factor
+from ..cells import TrainOneStepCell
 
 
 def _dense_args(layer):

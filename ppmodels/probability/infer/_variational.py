@@ -12,11 +12,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .. import infer as _infer
-from ..infer.data import Batches
-from ._checks import check_positive_int
-from .cells import WithLossCell
-from .dpn import VAE
+from ... import infer as _infer
+from ...infer.data import Batches
+from .._checks import check_positive_int
+from ..cells import WithLossCell
+from ..dpn import VAE
 
 _OUTPUT_PRIORS = ("Normal", "Bernoulli")
 

@@ -26,10 +26,10 @@ from pyro import poutine
 from torch import nn
 from torch.nn import functional as F
 
-from ..infer.elbo import get_elbo
-from ..models._plate import DataSizeMixin
-from ..models.bnn import _expand
-from ._checks import check_cell, check_positive_int
+from ...infer.elbo import get_elbo
+from ...models._plate import DataSizeMixin
+from ...models.bnn import _expand
+from .._checks import check_cell, check_positive_int
 
 
 def _check_number(value, name, what="int or float"):

@@ -21,14 +21,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import infer as _infer
-from .. import models as _models
-from .. import toolbox as _toolbox
-from ..infer.data import Batches
-from ._checks import check_positive_int
-from .cells import WithLossCell
-from .dpn import VAE
-from .infer import ELBO, SVI, _MindSporeBatches
+from ... import infer as _infer
+from ... import models as _models
+from ... import toolbox as _toolbox
+from ...infer.data import Batches
+from .._checks import check_positive_int
+from ..cells import WithLossCell
+from ..dpn import VAE
+from ..infer import ELBO, SVI
+from ..infer._variational import _MindSporeBatches
 
 _TASKS = ("regression", "classification")
 

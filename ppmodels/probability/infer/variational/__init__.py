@@ -1,0 +1,5 @@
+"""MindSpore's ``infer.variational`` subpackage path."""
+
+from .._variational import ELBO, SVI
+
+__all__ = ["ELBO", "SVI"]

@@ -1,0 +1,5 @@
+"""MindSpore's ``transforms/transform_bnn.py`` path."""
+
+from ._transform import TransformToBNN
+
+__all__ = ["TransformToBNN"]
