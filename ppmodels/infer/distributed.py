@@ -138,8 +138,8 @@ def distributed_step(pair, objective, adversary_step, device):
         raise ValueError("fit(distributed=True) does not support pairs with an adversary_step (e.g. VAEGAN)")
     if not objective.differentiable or not objective.reports_loss:
         raise ValueError(
-            f"fit(distributed=True) needs an estimator with a differentiable loss ('trace', 'meanfield', "
-            f"'jit-trace'...), but got {estimator_name(objective.elbo)!r}"
+            f"fit(distributed=True) needs an estimator with a differentiable loss ('trace', 'meanfield', 'enum', "
+            f"'jit-meanfield'...), but got {estimator_name(objective.elbo)!r}"
         )
     device_ids = [device] if device is not None and device.type == "cuda" else None
     ddp = DistributedDataParallel(_ElboLoss(pair, objective), device_ids=device_ids)

@@ -184,8 +184,10 @@ class Objective:
 
     def __init__(self, elbo, model, guide):
         self.elbo, self.model, self.guide = elbo, model, guide
+        # Pyro's JitTrace_ELBO.differentiable_loss returns loss + (surrogate - surrogate.detach())
+        # with the loss not detached, which doubles every gradient; its loss_and_grads is right.
         self.differentiable = hasattr(elbo, "differentiable_loss") and not isinstance(
-            elbo, pyro.infer.JitTraceGraph_ELBO
+            elbo, (pyro.infer.JitTraceGraph_ELBO, pyro.infer.JitTrace_ELBO)
         )
         self.reports_loss = not isinstance(elbo, pyro.infer.TraceTailAdaptive_ELBO)
         self._monitor = (
@@ -199,8 +201,6 @@ class Objective:
         )
 
     def _marked_guide(self, *args, **kwargs):
-        if is_jit(self.elbo):  # the JIT takes param sites from Pyro's parameter store
-            return self.guide(*args, **kwargs)
         _trainable_marker(name="_ppmodels_trainable")
         return self.guide(*args, **kwargs)
 
@@ -218,7 +218,9 @@ class Objective:
             if loss.requires_grad:
                 loss.backward()
             return value
-        value = float(self.elbo.loss_and_grads(self.model, self._marked_guide, *args, **kwargs))
+        # the JIT keys its compiled graph on the guide's identity: give it the same object each step
+        guide = self.guide if is_jit(self.elbo) else self._marked_guide
+        value = float(self.elbo.loss_and_grads(self.model, guide, *args, **kwargs))
         if check is not None:
             check(value)
         return value
