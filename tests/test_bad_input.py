@@ -20,7 +20,7 @@ CASES = [
     (lambda: infer.fit(vae(), X, batch_size=0), ValueError, r"`batch_size` must be a positive int, but got 0"),
     (lambda: infer.fit(vae(), X, seed=-3), ValueError, r"`seed` must be a non-negative int, but got -3"),
     (lambda: infer.fit(vae(), X, num_particles=0), ValueError, r"`num_particles` must be a positive int, but got 0"),
-    (lambda: infer.fit(vae(), X, elbo=3), TypeError, r"`elbo` must be a name in \['iwae', .*but got int"),
+    (lambda: infer.fit(vae(), X, elbo=3), TypeError, r"`elbo` must be a name in \['enum', 'iwae', .*but got int"),
     (lambda: infer.get_elbo("iwae", alpha=0.5), ValueError, r"`alpha` does not apply to 'iwae'"),
     (lambda: infer.get_elbo("renyi", alpha=1.0), ValueError, r"`alpha` for 'renyi' must be >= 0 and != 1"),
     (
