@@ -7,6 +7,8 @@ import contextlib
 import pyro
 import torch
 
+from ._validate import check_device
+
 
 @contextlib.contextmanager
 def seeded(seed, device=None):
@@ -15,7 +17,8 @@ def seeded(seed, device=None):
     if seed is None:
         yield
         return
-    devices = [device] if device is not None and torch.device(device).type == "cuda" else []
+    device = check_device(device)
+    devices = [device] if device is not None and device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         pyro.set_rng_seed(seed)
         yield

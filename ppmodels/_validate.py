@@ -81,3 +81,23 @@ def check_finite(tensor: torch.Tensor, name: str) -> None:
                 f"`{name}` holds NaN or infinite values: the first bad sample is index {first} "
                 f"({count} bad sample(s) in all). Clean or drop them before training."
             )
+
+
+def check_device(device, name: str = "device"):
+    """``None`` or a ``torch.device`` this torch build has: ``'cpu'``, ``'cuda'``, ``'cuda:1'``..."""
+    if device is None:
+        return None
+    if isinstance(device, str):
+        try:
+            device = torch.device(device)
+        except RuntimeError:
+            raise ValueError(
+                f"`{name}` must be a torch device such as 'cpu', 'cuda' or 'cuda:0', but got {device!r}"
+            ) from None
+    elif not isinstance(device, torch.device):
+        raise TypeError(f"`{name}` must be a torch device or its name ('cpu', 'cuda'), but got {_describe(device)}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"`{name}`={str(device)!r}: this torch build ({torch.__version__}) has no CUDA device; use 'cpu'"
+        )
+    return device

@@ -91,10 +91,10 @@ def test_wrong_input_gives_the_error_the_original_network_gives():
     net = LeNet5(10)
     bnn = BayesianLeNet5(10)
     bad = torch.zeros(2, 3, 32, 32)  # 3 channels where 1 is expected
-    with pytest.raises(RuntimeError) as original:
+    with pytest.raises(ValueError, match="LeNet5 takes images of shape") as original:
         net(bad)
     for call in (lambda: bnn(bad), lambda: bnn.predict(bad, 2), lambda: bnn.model(bad)):
-        with pytest.raises(RuntimeError) as converted:
+        with pytest.raises(ValueError) as converted:
             call()
         assert str(converted.value) == str(original.value)
 

@@ -16,12 +16,13 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
+import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .images import ImageData
+from ._image_data import ImageData
 
 IDX_FILES = (
     "train-images-idx3-ubyte",
@@ -83,8 +84,14 @@ def read_idx(path) -> np.ndarray:
     """Read one IDX file (``.gz`` or raw) of unsigned bytes into a numpy array."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as fh:
-        data = fh.read()
+    try:
+        with opener(path, "rb") as fh:
+            data = fh.read()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise ValueError(
+            f"{path} is not a complete gzip file ({type(exc).__name__}: {exc}): the download or copy was cut short; "
+            "delete it and fetch it again (download=True checks each file's SHA-256)"
+        ) from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
         raise ValueError(f"{path} is not an IDX file: bad magic number {data[:4].hex()!r}")
     if data[2] != 0x08:

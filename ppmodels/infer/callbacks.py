@@ -24,6 +24,7 @@ defines ``state_dict()``/``load_state_dict()``; checkpoints hold it.
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import math
 import sys
@@ -279,29 +280,53 @@ class TensorBoard(Callback):
 class NaNGuard(Callback):
     """Stop with :class:`~ppmodels.infer.NonFiniteLossError` when the loss (or, for an
     estimator that reports none, a gradient) is not finite, before the optimizer applies it:
-    the pair keeps the parameters of the last good step."""
+    the pair keeps the parameters of the last good step.
 
-    def __init__(self, reports_loss=True):
-        self.reports_loss = reports_loss
+    :param int every: check every this many steps (each check reads the loss back from the
+        device). With more than 1, the parameters and the optimizer state are kept at every
+        good check and put back when a later check finds a NaN, so the pair still ends at the
+        last state known good.
+    """
+
+    def __init__(self, reports_loss=True, every: int = 1):
+        self.reports_loss, self.every = reports_loss, check_positive_int(every, "every")
+        self._good = None
 
     def on_gradients(self, state):
         from .fit import NonFiniteLossError
 
+        if (state.step + 1) % self.every and state.step:
+            return
         if self.reports_loss:
             value = state.loss_value
             if math.isfinite(value):
+                self._keep(state)
                 return
         else:
             value = float("nan")
             if all(bool(torch.isfinite(t.grad).all()) for _, t in state.named_parameters() if t.grad is not None):
+                self._keep(state)
                 return
+        kept = ""
+        if self._good is not None:
+            step, params, opt = self._good
+            with torch.no_grad():
+                for (_, t), saved in zip(state.named_parameters(), params):
+                    t.copy_(saved)
+            state.optimizer.load_state_dict(opt)
+            kept = f" (checked every {self.every} steps: they are those before step {step + 1}, the last checked good)"
         raise NonFiniteLossError(
             f"the loss became {value} at epoch {state.epoch + 1}, step {state.step_in_epoch + 1}; training stopped "
-            "and the pair keeps the parameters of the last good step. Lower the learning rate, check the data, or "
-            "bound the decoder's output.",
+            f"and the pair keeps the parameters of the last good step{kept}. Lower the learning rate, check the data, "
+            "or bound the decoder's output.",
             state.epoch + 1,
             state.step_in_epoch + 1,
         )
+
+    def _keep(self, state):
+        if self.every > 1:
+            params = [t.detach().clone() for _, t in state.named_parameters()]
+            self._good = (state.step, params, copy.deepcopy(state.optimizer.state_dict()))
 
 
 class LRScheduler(Callback):

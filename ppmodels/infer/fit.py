@@ -19,11 +19,18 @@ import pyro.optim
 import torch
 from pyro import poutine
 
-from .._validate import check_choice, check_nonnegative_int, check_positive_float, check_positive_int
+from .._validate import (
+    check_choice,
+    check_device,
+    check_nonnegative_int,
+    check_positive_float,
+    check_positive_int,
+)
 from . import checkpoint as ckpt
 from . import checks
 from . import distributed as dist_
 from .callbacks import Callback, Checkpoint, LRScheduler, NaNGuard, Progress, TrainState, Validation
+from .compiled import CompiledStep, check_compilable, check_compile_options, estimator_loss
 from .data import Batches, FullBatch, as_args, batch_size_of, check_batch_finite, make_batches, to_device
 from .elbo import Objective, estimator_name, get_elbo, is_jit
 from .pairs import as_pair, check_keywords, declares_data_size, names_keyword
@@ -112,6 +119,8 @@ def fit(
     scheduler=None,
     callbacks=(),
     distributed: bool = False,
+    compile: str | None = None,
+    nan_check_every: int = 1,
 ) -> FitResult:
     """Train a model/guide pair with one of Pyro's ELBOs and a torch optimizer.
 
@@ -175,6 +184,15 @@ def fit(
         by the full data set's size, and the gradients are averaged, so the steps are those
         of one process with the global batch. Rank 0 alone writes checkpoints and shows the
         progress bar; the reported losses are those of the global batches.
+    :param str compile: ``None`` (eager Pyro, the default), ``"graph"`` or ``"inductor"``: after
+        the first (eager, checked) step, each step runs one ELBO step traced into an FX graph
+        with every trained tensor as an input, as is (``"graph"``: seconds to trace) or compiled
+        by ``torch.compile`` (``"inductor"``: a minute or more the first time); see
+        :mod:`ppmodels.infer.compiled` for what it guards and refuses.
+    :param int nan_check_every: check the loss for NaN every this many steps (default every
+        step). Each check reads the loss back from the device, which a GPU waits for; with N > 1
+        the parameters and optimizer state are kept at each good check, and a NaN found later
+        restores them before :class:`NonFiniteLossError` is raised.
     :returns: :class:`FitResult` with per-epoch losses in nats per sample.
     :raises NonFiniteLossError: the loss became NaN or infinite (epoch and step named).
     :raises ValueError: before any update, when the first step shows the run would be
@@ -252,8 +270,19 @@ class _Run:
             make_optimizer(o["optimizer"], [], o["lr"])  # raises the TypeError now, before any work
         if o["optimizer"] is None:
             check_positive_float(o["lr"], "lr")
+        self.nan_check_every = check_compile_options(o["compile"], o["nan_check_every"])
+        if o["compile"] is not None and o["validate"] == "always":
+            raise ValueError(
+                "validate='always' runs Pyro's argument checks at every step, in Python, which a compiled graph "
+                "cannot: use validate='first' (the default: the first, eager step is checked) with compile"
+            )
+        if o["compile"] is not None and o["distributed"]:
+            raise ValueError(
+                "fit(distributed=True) runs eager steps: DistributedDataParallel's gradient hooks are not part of a "
+                "traced graph; use compile=None with distributed=True"
+            )
         self.own = declares_data_size(self.pair)  # ppmodels' convention: the pair scales its batches
-        pair, device = self.pair, o["device"]
+        pair, device = self.pair, check_device(o["device"])
         self.rank, self.world = 0, 1
         if o["distributed"]:
             self.rank, self.world, device = dist_.init_distributed(pair, device)
@@ -268,6 +297,8 @@ class _Run:
         self.generator = torch.Generator().manual_seed(data_seed)
         self.shuffle = self.own if o["shuffle"] is None else bool(o["shuffle"])
         data = o["data"]
+        if self.own and isinstance(data, (torch.Tensor, tuple, dict)):
+            data = _match_dtype(as_args(data), pair)  # e.g. float64 data for a float32 pair
         if device is not None and isinstance(data, (torch.Tensor, tuple, dict)) and o["batch_size"] is None:
             data = to_device(as_args(data), device)  # the whole data set moves once
         self.internal_batches = isinstance(data, Batches)  # made by ppmodels itself (the facade)
@@ -280,6 +311,10 @@ class _Run:
             self.train = dist_.shard(self.train, o["batch_size"], self.shuffle, data_seed, self.rank, self.world)
         self.val = None
         if o["val_data"] is not None:
+            val_data = o["val_data"]
+            if self.own and isinstance(val_data, (torch.Tensor, tuple, dict)):
+                val_data = _match_dtype(as_args(val_data), pair)
+            o["val_data"] = val_data
             self.val = make_batches(
                 o["val_data"], o["batch_size"], shuffle=False, name="val_data", full_batch=not self.own
             )
@@ -307,6 +342,8 @@ class _Run:
             self.loss, self.recorder.role(pair.model, "model"), self.recorder.role(pair.guide, "guide")
         )
         self.adversary_step = getattr(pair, "adversary_step", None)
+        if o["compile"] is not None:
+            check_compilable(self.loss)
         if estimator_name(self.loss) == "tailadaptive":
             steps = _len_or_none(self.train.source)
             if self.train.sliced and (steps is None or steps > 1):
@@ -345,7 +382,7 @@ class _Run:
 
     def _callbacks(self) -> _Callbacks:
         o = self.options
-        cbs = [NaNGuard(self.objective.reports_loss)]
+        cbs = [NaNGuard(self.objective.reports_loss, self.nan_check_every)]
         if o["scheduler"] is not None:
             cbs.append(LRScheduler(o["scheduler"]))
         cbs.append(Validation(self._validation_loss if self.val is not None else None))
@@ -419,7 +456,10 @@ class _Run:
     def end_epoch(self, state):
         elapsed = time.perf_counter() - self.t0
         self.checked_stream = True
-        self.result.losses += [float(v) for v in self.values]
+        if self.values and all(isinstance(v, torch.Tensor) for v in self.values):  # one read-back per epoch
+            self.result.losses += torch.stack([v.detach().double() for v in self.values]).tolist()
+        else:
+            self.result.losses += [float(v) for v in self.values]
         self.result.train_loss.append(float(self.total) / max(self.seen, 1))
         self.result.epoch_seconds.append(elapsed)
 
@@ -460,7 +500,39 @@ class _Run:
         self.params = [(named.get(id(p), f"param{i}"), p) for i, p in enumerate(module_params)] + leaves
         self.param_names = [n for n, _ in leaves]
         self.optimizer = state.optimizer = self._build_optimizer([p for _, p in leaves], module_params)
+        if o["compile"] is not None:
+            self._step = self._compiled_step()
         return value
+
+    def _compiled_step(self):
+        store = pyro.get_param_store()
+        trained = list(self.params)  # and whatever else the optimizer holds (a torch optimizer you built)
+        known = {id(t) for _, t in trained}
+        extra = [p for g in self.optimizer.param_groups for p in g["params"] if id(p) not in known]
+        trained += [(f"optimizer.param{i}", p) for i, p in enumerate(extra)]
+        index = {id(t): i for i, (_, t) in enumerate(trained)}
+        store_names = {}
+        for site in self.recorder.params():
+            if site.name in store and id(store[site.name].unconstrained()) in index:
+                store_names[site.name] = index[id(store[site.name].unconstrained())]
+        objective, elbo = self.objective, self.loss
+
+        def loss_fn(args, kwargs):
+            loss = estimator_loss(elbo, objective.model, objective.guide, args, kwargs)
+            return loss, loss
+
+        functions = (self.pair.model_fn, self.pair.guide_fn) if hasattr(self.pair, "model_fn") else ()
+        settings = tuple(sorted((k, v) for k, v in vars(elbo).items() if isinstance(v, (bool, int, float, str))))
+        return CompiledStep(
+            self.pair,
+            loss_fn,
+            trained,
+            store_names,
+            self.options["compile"],
+            fallback=objective.loss_and_grads,
+            functions=functions,
+            extra_key=settings,
+        )
 
     def _check_first_step(self, state, failed=None):
         rec = self.recorder
@@ -620,6 +692,21 @@ class _Run:
         for cb, entry in zip(keeping, saved):
             if entry["type"] == type(cb).__name__:
                 cb.load_state_dict(entry["state"])
+
+
+def _match_dtype(batch, pair):
+    """Floating-point data in another precision than the pair's parameters, converted to it
+    (ppmodels' own pairs, whose networks take their parameters' dtype); integers (labels) stay."""
+    dtype = next((p.dtype for p in pair.parameters() if p.is_floating_point()), None)
+    if dtype is None:
+        return batch
+
+    def convert(t):
+        return t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() and t.dtype != dtype else t
+
+    if isinstance(batch, dict):
+        return {k: convert(v) for k, v in batch.items()}
+    return tuple(convert(t) for t in batch)
 
 
 def _keeps_state(cb) -> bool:

@@ -38,6 +38,8 @@ def _check_xy(x, y, name_x, name_y, x_dim, y_dim, finite=True):
     """Shapes always; finiteness when ``finite`` (the model skips it: ``fit`` checks the
     training data itself, and the check costs a pass over the tensors every step)."""
     check_tensor(x, name_x)
+    if not x.is_floating_point():
+        raise TypeError(f"`{name_x}` must hold floating-point values, but got dtype {x.dtype}; convert with .float()")
     if x.dim() != 3 or x.shape[-1] != x_dim:
         raise ValueError(f"`{name_x}` must have shape (functions, points, {x_dim}), but got {tuple(x.shape)}")
     if x.shape[1] == 0:
@@ -53,6 +55,15 @@ def _check_xy(x, y, name_x, name_y, x_dim, y_dim, finite=True):
             )
         if finite and not bool(torch.isfinite(y).all()):
             raise ValueError(f"`{name_y}` holds NaN or infinite values")
+
+
+def _check_functions(x_context, x_target):
+    if x_context.shape[0] != x_target.shape[0]:
+        raise ValueError(
+            f"the context and the targets must describe the same functions: `x_context` has {x_context.shape[0]} "
+            f"functions (shape {tuple(x_context.shape)}) but `x_target` has {x_target.shape[0]} "
+            f"(shape {tuple(x_target.shape)})"
+        )
 
 
 @dataclass
@@ -160,6 +171,7 @@ class NeuralProcess(DataSizeMixin, nn.Module):
     def model(self, x_context, y_context, x_target, y_target=None):
         _check_xy(x_context, y_context, "x_context", "y_context", self.x_dim, self.y_dim, finite=False)
         _check_xy(x_target, y_target, "x_target", "y_target", self.x_dim, self.y_dim, finite=False)
+        _check_functions(x_context, x_target)
         prior = self.latent(x_context, y_context)
         r = self._representation(x_context, y_context, x_target)
         with self.data_plate(x_context, name="functions"):
@@ -177,6 +189,7 @@ class NeuralProcess(DataSizeMixin, nn.Module):
         """Predictive at ``x_target`` from ``num_samples`` draws of ``z ~ q(z | context)``."""
         _check_xy(x_context, y_context, "x_context", "y_context", self.x_dim, self.y_dim)
         _check_xy(x_target, None, "x_target", None, self.x_dim, self.y_dim)
+        _check_functions(x_context, x_target)
         k = check_positive_int(num_samples, "num_samples")
         with seeded(seed, x_context.device):
             z = self.latent(x_context, y_context).sample((k,))
@@ -191,6 +204,7 @@ class NeuralProcess(DataSizeMixin, nn.Module):
         ``logmeanexp_k [log p(y_t | z_k) + log q(z_k | c) - log q(z_k | c, t)]``."""
         _check_xy(x_context, y_context, "x_context", "y_context", self.x_dim, self.y_dim)
         _check_xy(x_target, y_target, "x_target", "y_target", self.x_dim, self.y_dim)
+        _check_functions(x_context, x_target)
         k = check_positive_int(num_samples, "num_samples")
         prior, proposal = self.latent(x_context, y_context), self.latent(x_target, y_target)
         with seeded(seed, x_context.device):

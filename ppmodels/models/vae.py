@@ -106,6 +106,11 @@ class VAE(DataSizeMixin, nn.Module):
             raise TypeError(f"`x` must be a torch.Tensor, but got {type(x).__name__}")
         if x.dim() < 2:
             raise ValueError(f"`x` must be a batch of shape (B, ...), but got shape {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise TypeError(
+                f"`x` must hold floating-point values (images scaled to [0, 1]), but got dtype {x.dtype}; "
+                "convert with x.float() (and / 255 for 8-bit images)"
+            )
 
     @property
     def output_scale(self):

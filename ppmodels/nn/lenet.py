@@ -51,6 +51,23 @@ class LeNet5(nn.Module):
         self.flatten = nn.Flatten()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            raise TypeError(
+                f"LeNet5 takes floating-point images, but got {getattr(x, 'dtype', type(x).__name__)}; convert with "
+                "x.float() (and / 255 for 8-bit images)"
+            )
+        expected = (self.in_channels, self.image_size, self.image_size)
+        if x.dim() != 4 or tuple(x.shape[1:]) != expected:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(
+                f"LeNet5 takes images of shape (N, {', '.join(map(str, expected))}) (built with in_channels="
+                f"{self.in_channels}, image_size={self.image_size}), but got {shape}"
+                + (
+                    "; add the channel dimension with x.unsqueeze(1)"
+                    if x.dim() == 3 and tuple(x.shape[1:]) == expected[1:]
+                    else ""
+                )
+            )
         if self.input_mean != 0.0 or self.input_std != 1.0:
             x = (x - self.input_mean) / self.input_std
         x = self.pool(self.relu(self.conv1(x)))

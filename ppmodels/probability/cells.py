@@ -61,7 +61,11 @@ class TrainOneStepCell(nn.Module):
 
     def forward(self, *inputs):
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.network(*inputs)
-        loss.sum().backward() if loss.dim() else loss.backward()
+        if callable(getattr(self.network, "loss_and_objective", None)):  # WithBNNLossCell: the KL once
+            loss, objective = self.network.loss_and_objective(*inputs)
+            objective.backward()
+        else:
+            loss = self.network(*inputs)
+            loss.sum().backward() if loss.dim() else loss.backward()
         self.optimizer.step()
         return loss.detach()

@@ -443,7 +443,8 @@ class _BNNPair(DataSizeMixin, nn.Module):
     def model(self, x, label):
         with self._sites(), self._kl_scale():
             out = self.backbone(x)
-        pyro.factor("loss", -self.dnn_factor * self.loss_fn(out, label).sum())
+        self.last_loss = self.loss_fn(out, label)  # in the loss function's own shape, for WithBNNLossCell
+        pyro.factor("loss", -self.dnn_factor * self.last_loss.sum())
         return out
 
     def guide(self, x, label):
@@ -465,6 +466,13 @@ class WithBNNLossCell(nn.Module):
     With a mean loss over the batch, ``dnn_factor`` = the training-set size and
     ``bnn_factor=1`` give the full negative ELBO (MindSpore's examples use ``60000`` and
     ``1e-6`` to tame their reversed KL; with the KL the right way round, 1 is right).
+
+    A call returns MindSpore's value in the loss function's own shape,
+    ``dnn_factor * loss_fn(out, label) + bnn_factor * kl`` (the KL broadcast over the loss's
+    elements: shape ``(2,)`` for an unreduced loss of two samples). The training objective is
+    the reduced one, ``dnn_factor * sum(loss) + bnn_factor * kl``, with the KL counted once:
+    :meth:`loss_and_objective` returns both, and :class:`~ppmodels.probability.TrainOneStepCell`
+    and :func:`ppmodels.infer.fit` (through :meth:`core`) train on the objective.
 
     :param str estimator: Pyro's estimator by name (ppmodels; default ``'trace'``).
     """
@@ -489,12 +497,21 @@ class WithBNNLossCell(nn.Module):
         """The Pyro model/guide pair (for :func:`ppmodels.infer.fit`)."""
         return self._pair
 
-    def forward(self, x, label):
+    def loss_and_objective(self, x, label):
+        """``(value, objective)``: MindSpore's value in the loss's shape (what a call returns),
+        and the scalar objective to differentiate, with the KL counted once."""
         # Pyro checks shapes and distribution arguments on the first call only (as fit does).
         with pyro.validation_enabled(not self._validated):
-            loss = self._elbo.differentiable_loss(self._pair.model, self._pair.guide, x, label)
+            objective = self._elbo.differentiable_loss(self._pair.model, self._pair.guide, x, label)
         self._validated = True
-        return loss
+        loss = self._pair.last_loss
+        if not isinstance(loss, torch.Tensor) or loss.dim() == 0:
+            return objective, objective
+        kl = objective - self.dnn_factor * loss.sum()  # bnn_factor * the single-draw KL
+        return self.dnn_factor * loss + kl, objective
+
+    def forward(self, x, label):
+        return self.loss_and_objective(x, label)[0]
 
 
 __all__ = [

@@ -210,23 +210,27 @@ class VAEAnomalyDetection:
 
     @torch.no_grad()
     def predict_outlier_score(self, sample_x):
-        """``sqrt(sum((x - reconstruction)^2))`` per sample: a numpy array of shape ``(N,)``."""
+        """``sqrt(sum((x - reconstruction)^2))`` per sample: a numpy array of shape ``(N,)``;
+        for a batch of one, a Python float (MindSpore's return for a single sample)."""
         if not isinstance(sample_x, torch.Tensor):
             raise TypeError("The sample_x must be Tensor type.")
         core = self.vae.core()
         self.vae.eval()
         mu, _ = core.encoder(sample_x)
         recon = core.decoder(mu).reshape(sample_x.shape)
-        return (sample_x - recon).flatten(1).pow(2).sum(1).sqrt().cpu().numpy()
+        scores = (sample_x - recon).flatten(1).pow(2).sum(1).sqrt().cpu().numpy()
+        return float(scores[0]) if len(scores) == 1 else scores
 
     def predict_outlier(self, sample_x, threshold=100.0):
-        """``score >= threshold`` per sample (numpy bools). ``threshold`` is a positive number;
-        an int is accepted (MindSpore raises TypeError for one)."""
+        """``score >= threshold`` per sample (numpy bools); for a batch of one, a Python bool, so
+        that MindSpore's ``if ood.predict_outlier(x):`` reads as it does there. ``threshold`` is a
+        positive number; an int is accepted (MindSpore raises TypeError for one)."""
         if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
             raise TypeError(f"The `threshold` must be a positive float, but got {type(threshold).__name__}")
         if not threshold > 0:
             raise ValueError(f"The `threshold` must be a positive float, but got {threshold}")
-        return self.predict_outlier_score(sample_x) >= float(threshold)
+        flags = np.asarray(self.predict_outlier_score(sample_x)) >= float(threshold)
+        return bool(flags) if flags.ndim == 0 else flags
 
 
 __all__ = ["UncertaintyEvaluation", "VAEAnomalyDetection"]

@@ -1,0 +1,405 @@
+"""A compiled training step: one ELBO step (loss and gradients) traced once into an FX graph.
+
+Pyro's Python — messengers, traces, ``log_prob`` and score parts, plates — runs only when a
+graph is traced; every later step runs the graph, whose inputs are every trained tensor
+(module parameters and ``pyro.param`` values), the buffers and the batch's tensors, and
+whose random draws (``aten.normal`` and friends) are graph operations that draw afresh at
+each call from torch's generator. ``"graph"`` runs the FX graph as it is; ``"inductor"``
+compiles it with ``torch.compile``.
+
+A graph is reused only while everything it baked in is unchanged: the batch's shapes, dtypes,
+devices and non-tensor values, train/eval modes, the trained tensors, ``num_data``, grad and
+validation modes, the default dtype, the estimator's settings, and the simple Python
+attributes (numbers, strings, flags) of every submodule and of a function pair's closures and
+globals — a changed ``kl_weight`` is a new graph, never a stale one. When shapes keep
+changing (a neural process's context sizes), one symbolic trace serves them all, guarded by
+the shape relations it assumed. A step that cannot be traced (data-dependent Python control
+flow, ``.item()`` in the model) falls back to eager Pyro with a warning naming the cause.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+import traceback
+import warnings
+from collections import OrderedDict
+
+import pyro
+import pyro.infer
+import torch
+import torch.utils._pytree as pytree
+from pyro.distributions.util import is_identically_zero
+from pyro.infer.util import get_dependent_plate_dims, torch_sum
+from pyro.poutine.messenger import Messenger
+
+from .._validate import check_choice, check_positive_int
+
+COMPILE_MODES = ("graph", "inductor")
+#: at most this many graphs are kept (least recently used dropped)
+MAX_GRAPHS = 8
+_SIMPLE = (bool, int, float, str, type(None))
+
+
+class GraphUnsupported(RuntimeError):
+    """The step cannot be traced into a graph; the message says why."""
+
+
+def check_compilable(elbo):
+    """Refuse estimators whose step has no static structure we can trace, naming why."""
+    name = type(elbo).__name__
+    if isinstance(elbo, pyro.infer.TraceTailAdaptive_ELBO):
+        raise ValueError("compile: 'tailadaptive' computes gradients only (no loss to trace); use compile=None")
+    if isinstance(elbo, (pyro.infer.TraceGraph_ELBO, pyro.infer.JitTraceGraph_ELBO)):
+        raise ValueError(
+            "compile: 'tracegraph' fits baselines and Rao-Blackwellises per step in Python; use 'trace' (the same "
+            "estimator without its variance reduction) or compile=None"
+        )
+    if type(elbo).__module__.startswith("pyro.infer") and "Jit" in name:
+        raise ValueError(f"compile: {name} is already compiled by Pyro's JIT; use the estimator without 'jit-'")
+    if not (isinstance(elbo, pyro.infer.RenyiELBO) or hasattr(elbo, "differentiable_loss")):
+        raise ValueError(f"compile: {name} has no differentiable loss to trace; use compile=None")
+
+
+# -- Pyro's estimators made traceable ---------------------------------------------------------
+def _keep_tensor(x):
+    return x.detach() if isinstance(x, torch.Tensor) else x
+
+
+_PATCHED = ("pyro.infer.trace_elbo", "pyro.infer.trace_mean_field_elbo", "pyro.infer.traceenum_elbo")
+
+
+@contextlib.contextmanager
+def _graph_safe():
+    """While a graph is traced, Pyro's ``torch_item`` keeps its tensor (``loss + (s -
+    s.detach())`` is the same value and gradient either way) and ``warn_if_nan`` is skipped (a
+    data-dependent branch; fit's NaN guard checks the loss the graph returns)."""
+    import importlib
+
+    saved = [(torch.distributions.Distribution, "_validate_sample", torch.distributions.Distribution._validate_sample)]
+    # distributions built with validation on (a PyroSample prior made at construction) check each
+    # sample's support, a data-dependent branch: the first, eager step has checked them
+    torch.distributions.Distribution._validate_sample = lambda self, value: None
+    for name in _PATCHED:
+        module = importlib.import_module(name)
+        for attr, new in (("torch_item", _keep_tensor), ("warn_if_nan", lambda value, *a, **k: value)):
+            if hasattr(module, attr):
+                saved.append((module, attr, getattr(module, attr)))
+                setattr(module, attr, new)
+    try:
+        yield
+    finally:
+        for module, attr, old in saved:
+            setattr(module, attr, old)
+
+
+def renyi_loss(elbo, model, guide, args, kwargs):
+    """The Rényi bound's loss with the gradient of RenyiELBO's estimator (Li & Turner 2016):
+    the value ``-1/(1-a) log mean_k w_k^(1-a)`` and the surrogate ``-sum_k stopgrad(w~_k) s_k``,
+    ``w~`` the self-normalised weights, ``s_k`` particle k's log p - log q (reparameterised
+    guides: the first step checks there is no score-function term)."""
+    alpha = elbo.alpha
+    log_w, surrogate = [], []
+    for model_trace, guide_trace in elbo._get_traces(model, guide, args, kwargs):
+        dims = get_dependent_plate_dims(model_trace.nodes.values())
+        lw = 0.0
+        for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
+            for site in trace.nodes.values():
+                if site["type"] == "sample":
+                    lw = lw + sign * torch_sum(site["log_prob"], dims)
+        if is_identically_zero(lw):
+            raise GraphUnsupported("the Rényi bound of a model with no sample sites")
+        log_w.append(lw)
+    log_w = log_w[0] if elbo.vectorize_particles and elbo.num_particles > 1 else torch.stack(log_w)
+    scaled = (1.0 - alpha) * log_w
+    value = -(torch.logsumexp(scaled.detach(), 0) - math.log(elbo.num_particles)).sum() / (1.0 - alpha)
+    weights = torch.softmax(scaled.detach(), 0)
+    surrogate = -(weights * log_w).sum()
+    return value + (surrogate - surrogate.detach())
+
+
+def estimator_loss(elbo, model, guide, args, kwargs):
+    if isinstance(elbo, pyro.infer.RenyiELBO):
+        return renyi_loss(elbo, model, guide, args, kwargs)
+    return elbo.differentiable_loss(model, guide, *args, **kwargs)
+
+
+# -- trained tensors as graph inputs ------------------------------------------------------------
+class _ParamsAsInputs(Messenger):
+    """Inside the trace, a ``pyro.param`` site whose tensor is a graph input takes its value
+    from that input (constrained as the store constrains it)."""
+
+    def __init__(self, values):
+        super().__init__()
+        self.values = values  # name -> (input tensor, constraint)
+
+    def _pyro_param(self, msg):
+        entry = self.values.get(msg["name"])
+        if entry is not None:
+            value, constraint = entry
+            constrained = torch.distributions.transform_to(constraint)(value)
+            msg["value"], msg["done"] = constrained, True
+
+
+class _Root(torch.nn.Module):
+    def __init__(self, pair):
+        super().__init__()
+        self.pair = pair
+
+
+# -- the step ---------------------------------------------------------------------------------
+class CompiledStep:
+    """``step(args, kwargs) -> loss`` (a 0-d tensor), with ``.grad`` set on every trained tensor.
+
+    :param pair: the pair (an ``nn.Module``); its parameters and buffers are graph inputs.
+    :param loss_fn: ``(args, kwargs) -> (loss to differentiate, value to return)``.
+    :param trained: ``[(name, tensor)]`` of every trained tensor (module parameters and the
+        unconstrained ``pyro.param`` values), as the optimizer holds them.
+    :param store_names: ``{pyro.param name: index into trained}`` for the sites whose value
+        Pyro's store gives (classic guides, autoguides in the global store).
+    :param str mode: ``"graph"`` or ``"inductor"``.
+    :param fallback: the eager step, run when the step cannot be traced.
+    :param functions: the user's model/guide functions (closures and globals are guarded).
+    """
+
+    def __init__(self, pair, loss_fn, trained, store_names, mode="graph", fallback=None, functions=(), extra_key=()):
+        self.pair, self.loss_fn, self.mode = pair, loss_fn, check_choice(mode, "compile", list(COMPILE_MODES))
+        self.root = _Root(pair)
+        self.trained = [t for _, t in trained]
+        self.trained_names = [n for n, _ in trained]
+        named = dict(self.root.named_parameters())
+        by_id = {id(p): n for n, p in named.items()}
+        self.module_slots = {i: by_id[id(t)] for i, t in enumerate(self.trained) if id(t) in by_id}
+        self.frozen = {n: p for n, p in named.items() if id(p) not in {id(t) for t in self.trained}}
+        self.buffer_names, self.buffers = [], []
+        for n, b in self.root.named_buffers():
+            self.buffer_names.append(n)
+            self.buffers.append(b)
+        store = pyro.get_param_store()
+        constraints = store.get_state()["constraints"] if store_names else {}
+        self.store_params = {name: (i, constraints[name]) for name, i in store_names.items()}
+        self.fallback, self.functions, self.extra_key = fallback, tuple(functions), tuple(extra_key)
+        self.graphs = OrderedDict()  # key -> [(guard, fn)]
+        self.symbolic = False
+        self.shapes_seen = {}
+        self.failed = None  # why tracing failed (then every step is eager)
+        self.trace_seconds, self.first_call_seconds = [], []
+        self._warned_cap = False
+
+    # -- guards --------------------------------------------------------------------------
+    def _attributes(self):
+        snap = []
+        for path, m in self.pair.named_modules():
+            for k, v in vars(m).items():
+                if k != "training" and not k.startswith("__") and isinstance(v, _SIMPLE):
+                    snap.append((path, k, v))
+        for fn in self.functions:
+            code = getattr(fn, "__code__", None)
+            for cell in getattr(fn, "__closure__", None) or ():
+                try:
+                    value = cell.cell_contents
+                except ValueError:
+                    continue
+                if isinstance(value, _SIMPLE):
+                    snap.append((id(fn), "closure", value))
+            if code is not None:
+                g = getattr(fn, "__globals__", {})
+                for name in code.co_names:
+                    value = g.get(name)
+                    if isinstance(value, _SIMPLE):
+                        snap.append((id(fn), name, value))
+        return tuple(snap)
+
+    def _split(self, args, kwargs):
+        leaves, spec = pytree.tree_flatten((args, kwargs))
+        tensors, meta = [], []
+        for leaf in leaves:
+            if isinstance(leaf, torch.Tensor):
+                tensors.append(leaf)
+                shape = ("T", leaf.dim()) if self.symbolic else ("T", tuple(leaf.shape), leaf.stride())
+                meta.append((*shape, leaf.dtype, leaf.device, leaf.requires_grad))
+            elif isinstance(leaf, _SIMPLE):
+                meta.append(("C", leaf))
+            else:
+                raise GraphUnsupported(
+                    f"an argument of type {type(leaf).__name__} is neither a tensor nor a plain value, so it can be "
+                    "neither a graph input nor a guard"
+                )
+        return tensors, leaves, spec, tuple(meta)
+
+    def key(self, meta):
+        return (
+            meta,
+            tuple(m.training for m in self.pair.modules()),
+            tuple((id(t), tuple(t.shape), t.dtype, t.device) for t in self.trained),
+            tuple((tuple(b.shape), b.dtype, b.device) for b in self.buffers),
+            getattr(self.pair, "num_data", None),
+            torch.is_grad_enabled(),
+            torch.get_default_dtype(),
+            self._attributes(),
+            self.extra_key,
+        )
+
+    # -- tracing ---------------------------------------------------------------------------
+    def _function(self, spec, leaves):
+        tensor_slots = [i for i, leaf in enumerate(leaves) if isinstance(leaf, torch.Tensor)]
+        module_slots, store_params = self.module_slots, self.store_params
+
+        def step(trained, buffers, tensors):
+            state = dict(self.frozen)
+            state.update({module_slots[i]: t for i, t in enumerate(trained) if i in module_slots})
+            state.update(zip(self.buffer_names, buffers))
+            flat = list(leaves)
+            for slot, t in zip(tensor_slots, tensors):
+                flat[slot] = t
+            args, kwargs = pytree.tree_unflatten(flat, spec)
+            inputs = {name: (trained[i], c) for name, (i, c) in store_params.items()}
+            with torch.nn.utils.stateless._reparametrize_module(self.root, state), _ParamsAsInputs(inputs):
+                loss, value = self.loss_fn(args, kwargs)
+            grads = torch.autograd.grad(loss, trained, allow_unused=True) if trained else ()
+            return (value.detach(), *[torch.zeros_like(t) if g is None else g for t, g in zip(trained, grads)])
+
+        return step
+
+    def _trace(self, spec, leaves, tensors):
+        from torch.fx.experimental.proxy_tensor import make_fx
+
+        fn = self._function(spec, leaves)
+        inputs = ([t.detach().requires_grad_(True) for t in self.trained], list(self.buffers), list(tensors))
+        devices = [t.device for t in tensors if t.device.type == "cuda"]
+        t0 = time.perf_counter()
+        # Pyro's and torch's argument checks are data-dependent branches: a graph runs without them
+        # (fit checks the first step eagerly, with them)
+        with torch.random.fork_rng(devices=devices), torch.enable_grad(), _graph_safe(), pyro.validation_enabled(False):
+            try:  # a real-mode trace draws for real; fork_rng gives the draws back
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    gm = make_fx(fn, tracing_mode="symbolic" if self.symbolic else "real", _allow_non_fake_inputs=True)(
+                        *inputs
+                    )
+            except GraphUnsupported:
+                raise
+            except Exception as error:  # noqa: BLE001 (any failure to trace: say where, run eagerly)
+                raise GraphUnsupported(_cause(error)) from error
+        self.trace_seconds.append(time.perf_counter() - t0)
+        self._check_constants(gm)
+        guard = None
+        if self.symbolic:
+            placeholders = [n.meta["val"] for n in gm.graph.nodes if n.op == "placeholder"]
+            code = gm.shape_env.produce_guards_expression(placeholders, ignore_static=False)
+            guard = (gm.shape_env, code) if code else None
+        if self.mode == "inductor":
+            gm = torch.compile(gm, dynamic=self.symbolic, fullgraph=True)
+        return guard, gm
+
+    def _check_constants(self, gm):
+        """No trained tensor may be baked into the graph as a constant."""
+        trained = {t.untyped_storage().data_ptr(): n for n, t in zip(self.trained_names, self.trained) if t.numel()}
+        for name in dir(gm):
+            if not name.startswith("_tensor_constant"):
+                continue
+            const = getattr(gm, name)
+            if not isinstance(const, torch.Tensor) or not const.numel():
+                continue
+            ptr = const.untyped_storage().data_ptr()
+            if ptr in trained:
+                raise GraphUnsupported(
+                    f"the trained tensor {trained[ptr]!r} was read outside the pair's modules and Pyro's parameter "
+                    "store (a network registered with pyro.module but not held by the pair?), so the graph would "
+                    "bake it in as a constant"
+                )
+            if const.requires_grad:
+                raise GraphUnsupported(
+                    f"a tensor that requires grad (shape {tuple(const.shape)}) is used by the model or guide but is "
+                    "neither a parameter of the pair's modules nor a pyro.param: the graph would bake it in"
+                )
+
+    # -- running ---------------------------------------------------------------------------------
+    def _lookup(self, key, tensors, leaves):
+        entries = self.graphs.get(key)
+        if not entries:
+            return None
+        self.graphs.move_to_end(key)
+        if not self.symbolic:
+            return entries[0][1]
+        flat = pytree.tree_leaves((self.trained, list(self.buffers), list(tensors)))
+        for guard, fn in entries:
+            if guard is None or guard[0].evaluate_guards_expression(guard[1], flat):
+                return fn
+        return None
+
+    def __call__(self, args, kwargs):
+        if self.failed is not None:
+            return self.fallback(args, kwargs)
+        try:
+            tensors, leaves, spec, meta = self._split(args, kwargs)
+            key = self.key(meta)
+            fn = self._lookup(key, tensors, leaves)
+            if fn is None:
+                fn = self._new_graph(key, meta, spec, leaves, tensors)
+                t0 = time.perf_counter()
+                out = self._run(fn, tensors)
+                self.first_call_seconds.append(time.perf_counter() - t0)
+            else:
+                out = self._run(fn, tensors)
+        except GraphUnsupported as error:
+            self.failed = str(error)
+            warnings.warn(
+                f"compile={self.mode!r}: this step cannot be traced into a graph ({error}); training continues "
+                "with eager Pyro",
+                UserWarning,
+                stacklevel=2,
+            )
+            return self.fallback(args, kwargs)
+        value, grads = out[0], out[1:]
+        for t, g in zip(self.trained, grads):
+            t.grad = g
+        return value
+
+    def _run(self, fn, tensors):
+        with torch.no_grad():
+            return fn(self.trained, list(self.buffers), list(tensors))
+
+    def _new_graph(self, key, meta, spec, leaves, tensors):
+        if not self.symbolic:
+            shapes = self.shapes_seen.setdefault(key[1:], set())
+            shapes.add(meta)
+            if len(shapes) > 2:  # shapes keep changing beyond a last partial batch: one symbolic graph
+                self.symbolic = True
+                self.graphs.clear()
+                tensors, leaves, spec, meta = self._split(*pytree.tree_unflatten(leaves, spec))
+                key = self.key(meta)
+        guard, fn = self._trace(spec, leaves, tensors)
+        if sum(len(v) for v in self.graphs.values()) >= MAX_GRAPHS:
+            self.graphs.popitem(last=False)
+            if not self._warned_cap:
+                self._warned_cap = True
+                warnings.warn(
+                    f"compile: more than {MAX_GRAPHS} graphs were traced (what they bake in keeps changing: "
+                    "shapes, modes or attributes); the least recently used are dropped and retraced when needed",
+                    UserWarning,
+                    stacklevel=3,
+                )
+        self.graphs.setdefault(key, []).append((guard, fn))
+        return fn
+
+    @property
+    def num_graphs(self) -> int:
+        return sum(len(v) for v in self.graphs.values())
+
+
+def _cause(error) -> str:
+    """The user's line that made tracing fail, and torch's one-line reason."""
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if "site-packages" not in f.filename]
+    where = f" at {frames[-1].filename}:{frames[-1].lineno} ({frames[-1].line})" if frames else ""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if "data-dependent" in str(error) or "_local_scalar_dense" in str(error) or "item()" in str(error):
+        text = "data-dependent Python control flow or .item() in the model or guide"
+    return f"{type(error).__name__}: {text[:200]}{where}"
+
+
+def check_compile_options(compile, nan_check_every):
+    if compile is not None:
+        check_choice(compile, "compile", list(COMPILE_MODES))
+    return check_positive_int(nan_check_every, "nan_check_every")
