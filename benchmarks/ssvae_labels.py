@@ -58,7 +58,9 @@ def main():
         f"\nM2 on the digits (1,437 training images, 360 test), {args.epochs} epochs, mean ± sd over {args.seeds} "
         "seeds (labels drawn anew per seed)\n"
     )
-    print("| labels | M2 + auxiliary loss (α = 0.1 N) | M2 without it | classifier on the labels alone | M2 test ELBO |")
+    print(
+        "| labels | M2 + auxiliary loss (α = 0.1 N) | M2 without it | classifier on the labels alone | M2 test ELBO |"
+    )
     print("|---|---|---|---|---|")
     for r in rows:
         print(

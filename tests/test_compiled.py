@@ -231,3 +231,30 @@ def test_inductor_trains_as_eager_within_noise(pixels):
     for mode in (None, "inductor"):
         results[mode] = fit(small_vae(), pixels, epochs=15, seed=0, compile=mode).train_loss[-1]
     assert results["inductor"] == pytest.approx(results[None], rel=0.03)
+
+
+def test_the_facades_bnn_cells_and_svi_run_compiled_as_eagerly(pixels):
+    from ppmodels.probability import TrainOneStepCell, WithLossCell, bnn_layers, dpn
+    from ppmodels.probability.infer import ELBO, SVI
+
+    y = digits().train_y[:64]
+    x = pixels[:64].reshape(64, 64)
+    losses = {}
+    for mode in (None, "graph"):
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(bnn_layers.DenseReparam(64, 16, activation="relu"), bnn_layers.DenseReparam(16, 10))
+        cell = bnn_layers.WithBNNLossCell(net, torch.nn.CrossEntropyLoss(), dnn_factor=64)
+        step = TrainOneStepCell(cell, torch.optim.Adam(net.parameters(), lr=1e-3), compile=mode)
+        pyro.set_rng_seed(0)
+        losses[mode] = [float(step(x[i : i + 16], y[i : i + 16])) for _ in range(3) for i in range(0, 64, 16)]
+    close(losses["graph"], losses[None], rtol=1e-4)
+    with pytest.raises(ValueError, match=r"`compile` must be one of \['graph', 'inductor'\] or None, but got 'jit'"):
+        TrainOneStepCell(cell, torch.optim.Adam(net.parameters()), compile="jit")
+    run = {}
+    for mode in (None, "graph"):
+        torch.manual_seed(0)
+        vae = dpn.VAE(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32)), torch.nn.Linear(32, 64), 32, 4)
+        svi = SVI(WithLossCell(vae, ELBO()), torch.optim.Adam(vae.parameters(), lr=1e-3))
+        svi.run([pixels[i : i + 32].reshape(32, 64) for i in range(0, 128, 32)], epochs=3, seed=0, compile=mode)
+        run[mode] = svi.result.losses
+    close(run["graph"], run[None])

@@ -141,6 +141,12 @@ def add_run_options(o: Options, *, epochs, batch_size, lr, out, estimators=MODEL
     o.add("--lr", type=positive_float, default=lr, help="Adam learning rate")
     o.add("--seed", type=integer, default=0, help="seed of initialisation, data split, shuffling and draws")
     o.add("--device", type=device, help="cpu, cuda, cuda:N or mps (default: cuda when available, else cpu)")
+    o.add(
+        "--compile",
+        choices=("graph", "inductor"),
+        help="run each training step as one traced graph: graph (seconds to trace) or inductor (compiled: a "
+        "minute or more the first time, faster steps) (default: eager Pyro)",
+    )
     o.add("--out", help=f"output folder (default: {out})")
     o.add(
         "--resume",

@@ -250,6 +250,7 @@ def fit_run(run: RunDir, pair, train, args, device, *, callbacks=(), **options):
             resume=run.checkpoint if run.resuming else None,
             callbacks=[*callbacks, run.metrics_callback(metrics)] if run.writer else list(callbacks),
             distributed=distributed,
+            compile=getattr(args, "compile", None),
             **options,
         )
     except OSError as exc:  # the checkpoint could not be written

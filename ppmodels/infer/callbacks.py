@@ -73,14 +73,15 @@ class TrainState:
     :ivar pair: the pair being trained (an ``nn.Module``; a wrapper for function pairs).
     :ivar optimizer: the torch optimizer (``None`` until the first step has built it).
     :ivar result: the :class:`~ppmodels.infer.FitResult` being filled.
-    :ivar int epoch: the current epoch, from 0. :ivar int epochs: the total.
-    :ivar int step: steps completed before this one, over the whole run (from 0).
-    :ivar int step_in_epoch: the step's index within its epoch.
+    :ivar epoch: the current epoch, from 0.
+    :ivar epochs: the number of epochs asked for.
+    :ivar step: steps completed before this one, over the whole run (from 0).
+    :ivar step_in_epoch: the step's index within its epoch.
     :ivar batch: the step's ``(args, kwargs)`` as the model receives them.
-    :ivar dict kwargs: extra keyword arguments for this step's model and guide; callbacks
+    :ivar kwargs: extra keyword arguments for this step's model and guide; callbacks
         set them in ``on_step_start`` (see :class:`KwargSchedule`).
     :ivar loss: the step's loss as the estimator returned it (a float or a 0-d tensor).
-    :ivar int num_data: the size of the training data set.
+    :ivar num_data: the size of the training data set.
     """
 
     def __init__(self, pair, result, epochs, num_data, trained=None):

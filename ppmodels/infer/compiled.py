@@ -186,14 +186,26 @@ class CompiledStep:
         self.failed = None  # why tracing failed (then every step is eager)
         self.trace_seconds, self.first_call_seconds = [], []
         self._warned_cap = False
+        self.traces = 0
+        self._modules, self._attrs = self._watched()
 
     # -- guards --------------------------------------------------------------------------
+    def _watched(self):
+        """The modules and their plain-valued attributes (numbers, strings, flags, None) to read
+        at every step: found once, so a step costs a getattr per attribute, not a walk of every
+        module's ``__dict__``."""
+        modules = list(self.pair.modules())
+        attributes = []
+        for m in modules:
+            names = [
+                k for k, v in vars(m).items() if k != "training" and not k.startswith("__") and isinstance(v, _SIMPLE)
+            ]
+            if names:
+                attributes.append((m, tuple(names)))
+        return modules, attributes
+
     def _attributes(self):
-        snap = []
-        for path, m in self.pair.named_modules():
-            for k, v in vars(m).items():
-                if k != "training" and not k.startswith("__") and isinstance(v, _SIMPLE):
-                    snap.append((path, k, v))
+        snap = [tuple(getattr(m, k, None) for k in names) for m, names in self._attrs]
         for fn in self.functions:
             code = getattr(fn, "__code__", None)
             for cell in getattr(fn, "__closure__", None) or ():
@@ -231,7 +243,7 @@ class CompiledStep:
     def key(self, meta):
         return (
             meta,
-            tuple(m.training for m in self.pair.modules()),
+            tuple(m.training for m in self._modules),
             tuple((id(t), tuple(t.shape), t.dtype, t.device) for t in self.trained),
             tuple((tuple(b.shape), b.dtype, b.device) for b in self.buffers),
             getattr(self.pair, "num_data", None),
@@ -242,7 +254,7 @@ class CompiledStep:
         )
 
     # -- tracing ---------------------------------------------------------------------------
-    def _function(self, spec, leaves):
+    def _function(self, spec, leaves, used):
         tensor_slots = [i for i, leaf in enumerate(leaves) if isinstance(leaf, torch.Tensor)]
         module_slots, store_params = self.module_slots, self.store_params
 
@@ -258,15 +270,23 @@ class CompiledStep:
             with torch.nn.utils.stateless._reparametrize_module(self.root, state), _ParamsAsInputs(inputs):
                 loss, value = self.loss_fn(args, kwargs)
             grads = torch.autograd.grad(loss, trained, allow_unused=True) if trained else ()
-            return (value.detach(), *[torch.zeros_like(t) if g is None else g for t, g in zip(trained, grads)])
+            used[:] = [g is not None for g in grads]  # a tensor the loss does not use keeps grad None, as eagerly
+            return (value.detach(), *[g for g in grads if g is not None])
 
         return step
 
     def _trace(self, spec, leaves, tensors):
         from torch.fx.experimental.proxy_tensor import make_fx
 
-        fn = self._function(spec, leaves)
-        inputs = ([t.detach().requires_grad_(True) for t in self.trained], list(self.buffers), list(tensors))
+        used = []
+        fn = self._function(spec, leaves, used)
+        # a real-mode trace runs the step once: on copies of the buffers, so that running statistics
+        # are not updated by it, and with the draws given back
+        inputs = (
+            [t.detach().requires_grad_(True) for t in self.trained],
+            [b.clone() for b in self.buffers],
+            list(tensors),
+        )
         devices = [t.device for t in tensors if t.device.type == "cuda"]
         t0 = time.perf_counter()
         # Pyro's and torch's argument checks are data-dependent branches: a graph runs without them
@@ -291,7 +311,7 @@ class CompiledStep:
             guard = (gm.shape_env, code) if code else None
         if self.mode == "inductor":
             gm = torch.compile(gm, dynamic=self.symbolic, fullgraph=True)
-        return guard, gm
+        return guard, gm, list(used)
 
     def _check_constants(self, gm):
         """No trained tensor may be baked into the graph as a constant."""
@@ -316,17 +336,17 @@ class CompiledStep:
                 )
 
     # -- running ---------------------------------------------------------------------------------
-    def _lookup(self, key, tensors, leaves):
+    def _lookup(self, key, tensors):
         entries = self.graphs.get(key)
         if not entries:
             return None
         self.graphs.move_to_end(key)
         if not self.symbolic:
-            return entries[0][1]
+            return entries[0][1:]
         flat = pytree.tree_leaves((self.trained, list(self.buffers), list(tensors)))
-        for guard, fn in entries:
+        for guard, fn, used in entries:
             if guard is None or guard[0].evaluate_guards_expression(guard[1], flat):
-                return fn
+                return fn, used
         return None
 
     def __call__(self, args, kwargs):
@@ -335,13 +355,14 @@ class CompiledStep:
         try:
             tensors, leaves, spec, meta = self._split(args, kwargs)
             key = self.key(meta)
-            fn = self._lookup(key, tensors, leaves)
-            if fn is None:
-                fn = self._new_graph(key, meta, spec, leaves, tensors)
+            found = self._lookup(key, tensors)
+            if found is None:
+                fn, used = self._new_graph(key, meta, spec, leaves, tensors)
                 t0 = time.perf_counter()
                 out = self._run(fn, tensors)
                 self.first_call_seconds.append(time.perf_counter() - t0)
             else:
+                fn, used = found
                 out = self._run(fn, tensors)
         except GraphUnsupported as error:
             self.failed = str(error)
@@ -352,9 +373,9 @@ class CompiledStep:
                 stacklevel=2,
             )
             return self.fallback(args, kwargs)
-        value, grads = out[0], out[1:]
-        for t, g in zip(self.trained, grads):
-            t.grad = g
+        value, grads = out[0], iter(out[1:])
+        for t, u in zip(self.trained, used):
+            t.grad = next(grads) if u else None
         return value
 
     def _run(self, fn, tensors):
@@ -362,6 +383,13 @@ class CompiledStep:
             return fn(self.trained, list(self.buffers), list(tensors))
 
     def _new_graph(self, key, meta, spec, leaves, tensors):
+        self.traces += 1
+        if self.traces > 4 * MAX_GRAPHS:
+            raise GraphUnsupported(
+                f"what the graph bakes in changes at nearly every step ({self.traces} traces): a Python number "
+                "that changes every step (a KL-annealing weight: pass it as a 0-d tensor), or shapes, modes or "
+                "attributes that keep changing"
+            )
         if not self.symbolic:
             shapes = self.shapes_seen.setdefault(key[1:], set())
             shapes.add(meta)
@@ -370,7 +398,7 @@ class CompiledStep:
                 self.graphs.clear()
                 tensors, leaves, spec, meta = self._split(*pytree.tree_unflatten(leaves, spec))
                 key = self.key(meta)
-        guard, fn = self._trace(spec, leaves, tensors)
+        guard, fn, used = self._trace(spec, leaves, tensors)
         if sum(len(v) for v in self.graphs.values()) >= MAX_GRAPHS:
             self.graphs.popitem(last=False)
             if not self._warned_cap:
@@ -381,8 +409,8 @@ class CompiledStep:
                     UserWarning,
                     stacklevel=3,
                 )
-        self.graphs.setdefault(key, []).append((guard, fn))
-        return fn
+        self.graphs.setdefault(key, []).append((guard, fn, used))
+        return fn, used
 
     @property
     def num_graphs(self) -> int:

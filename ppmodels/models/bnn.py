@@ -138,6 +138,13 @@ def _is_scalar_normal(d) -> bool:
     )
 
 
+def _tracing() -> bool:
+    """Whether a graph is being traced (``make_fx``), where reading a tensor's value is refused."""
+    from torch.fx.experimental.proxy_tensor import get_proxy_mode
+
+    return get_proxy_mode() is not None
+
+
 def _expand(name, d, shape):
     n = len(shape)
     if tuple(d.event_shape) == shape and tuple(d.batch_shape) == ():
@@ -145,7 +152,12 @@ def _expand(name, d, shape):
     if _is_scalar_normal(d) and n:
         # Scored with the prior's one scale: no full-size log and square of the expanded scale
         # (a pass over every weight, forward and backward, in every step).
-        base = ScalarScaleNormal(d.loc.expand(shape), float(d.scale), d._validate_args, zero_loc=float(d.loc) == 0.0)
+        if _tracing():  # inside a compiled step's trace the prior's tensors are graph inputs: no Python floats
+            base = ScalarScaleNormal(d.loc.expand(shape), d.scale, d._validate_args)
+        else:
+            base = ScalarScaleNormal(
+                d.loc.expand(shape), float(d.scale), d._validate_args, zero_loc=float(d.loc) == 0.0
+            )
         return dist.Independent(base, n)
     if tuple(d.event_shape) != ():
         raise ValueError(

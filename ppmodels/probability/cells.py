@@ -43,9 +43,13 @@ class TrainOneStepCell(nn.Module):
 
     :param network: a loss network such as :class:`WithLossCell`.
     :param optimizer: a ``torch.optim.Optimizer`` over the network's parameters.
+    :param str compile: ppmodels: ``"graph"`` or ``"inductor"`` run each call's loss and
+        gradients as one traced graph of the network (as :func:`ppmodels.infer.fit` does; the
+        first call runs eagerly), ``None`` (default) eagerly. A call whose graph cannot be
+        traced falls back to eager with a warning.
     """
 
-    def __init__(self, network, optimizer):
+    def __init__(self, network, optimizer, compile=None):
         super().__init__()
         self.network = check_cell(network, "The network must be Cell type")
         if isinstance(optimizer, pyro.optim.PyroOptim):
@@ -58,14 +62,47 @@ class TrainOneStepCell(nn.Module):
                 f"but got {type(optimizer).__name__}"
             )
         self.optimizer = optimizer
+        if compile is not None:
+            from ..infer.compiled import COMPILE_MODES
+
+            if compile not in COMPILE_MODES:
+                raise ValueError(f"`compile` must be one of {list(COMPILE_MODES)} or None, but got {compile!r}")
+        self.compile = compile
+        self.__dict__["_compiled"] = None
+
+    def _objective(self, *inputs):
+        """``(loss to differentiate, value to return)``."""
+        if callable(getattr(self.network, "loss_and_objective", None)):  # WithBNNLossCell: the KL once
+            loss, objective = self.network.loss_and_objective(*inputs)
+            return objective, loss
+        loss = self.network(*inputs)
+        return (loss.sum() if loss.dim() else loss), loss
+
+    def _eager(self, inputs):
+        objective, loss = self._objective(*inputs)
+        objective.backward()
+        return loss
 
     def forward(self, *inputs):
         self.optimizer.zero_grad(set_to_none=True)
-        if callable(getattr(self.network, "loss_and_objective", None)):  # WithBNNLossCell: the KL once
-            loss, objective = self.network.loss_and_objective(*inputs)
-            objective.backward()
+        if self._compiled is not None:
+            loss = self._compiled(inputs, {})
         else:
-            loss = self.network(*inputs)
-            loss.sum().backward() if loss.dim() else loss.backward()
+            loss = self._eager(inputs)
+            if self.compile is not None:  # the first call ran eagerly; the next ones run a graph
+                self._compiled = self._compiled_step()
         self.optimizer.step()
         return loss.detach()
+
+    def _compiled_step(self):
+        from ..infer.compiled import CompiledStep
+
+        trained = [(f"param{i}", p) for i, p in enumerate(q for g in self.optimizer.param_groups for q in g["params"])]
+
+        def loss_fn(args, kwargs):
+            return self._objective(*args)
+
+        def fallback(args, kwargs):
+            return self._eager(args)
+
+        return CompiledStep(self.network, loss_fn, trained, {}, self.compile, fallback=fallback)

@@ -194,13 +194,14 @@ class SVI:
         net = self.net_with_loss
         return net.backbone_network if hasattr(net, "backbone_network") else net._backbone
 
-    def run(self, train_dataset, epochs=10, *, seed=None, progress=None):
+    def run(self, train_dataset, epochs=10, *, seed=None, progress=None, compile=None):
         """Train for ``epochs`` and return the trained backbone network.
 
         :param train_dataset: any re-iterable of batches: dicts with 'image'/'label',
             ``(x, y)`` tuples, tensors, a DataLoader, or a dataset with ``create_dict_iterator``.
         :param int seed: seed Pyro and torch (ppmodels).
         :param progress: progress bar: True, False, or None for "only on a terminal" (ppmodels).
+        :param str compile: ``"graph"`` or ``"inductor"``: train with fit's compiled step (ppmodels).
         """
         epochs = check_positive_int(epochs, "epochs")
         source = _MindSporeBatches(train_dataset)
@@ -222,6 +223,7 @@ class SVI:
                 optimizer=self.optimizer,
                 seed=seed,
                 progress=progress,
+                compile=compile,
             )
             offset = 0.0
             if loss_fn.output_prior == "Normal":  # -log N(x | r, 1/2) = (x - r)^2 + log(pi) / 2
@@ -236,6 +238,7 @@ class SVI:
                 optimizer=self.optimizer,
                 seed=seed,
                 progress=progress,
+                compile=compile,
             )
             self._loss = np.float64(self.result.train_loss[-1])
         if isinstance(backbone, nn.Module):
