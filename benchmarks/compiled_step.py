@@ -119,6 +119,25 @@ class VAEWorkload:
         LR[0] = 1e-3
         return hand_loop(list(vae.parameters()), loss_fn, vae_throughput.batches(self.x, seed), epochs, fused, compiled)
 
+    def facade(self, vae, epochs, seed):
+        """The seed program: SVI.run on a MindSpore-style dataset of dict batches."""
+        from ppmodels.probability import WithLossCell
+        from ppmodels.probability.infer import ELBO, SVI
+
+        class DictDataset:  # what the seed's mindspore.dataset pipeline hands SVI.run
+            def __init__(self, batches):
+                self.batches = batches
+
+            def create_dict_iterator(self, num_epochs=1):
+                for (xb,) in self.batches:
+                    yield {"image": xb, "label": torch.zeros(len(xb), dtype=torch.int32)}
+
+        svi = SVI(WithLossCell(vae, ELBO()), torch.optim.Adam(vae.trainable_params(), lr=1e-3))
+        timer = EpochTimes()
+        svi.run(DictDataset(vae_throughput.batches(self.x, seed)), epochs=epochs, seed=seed, progress=False,
+                callbacks=[timer])  # fmt: skip
+        return timer.times
+
     def quality(self, vae):
         return float(log_likelihood(vae.core(), self.x_test, num_samples=100, seed=0).mean())
 
@@ -164,7 +183,30 @@ class BNNWorkload:
         data = bnn_lenet.batches(self.x, self.y, seed)
         return hand_loop(list(bnn.parameters()), loss_fn, data, epochs, fused, compiled, bnn_lenet.schedule)
 
+    def facade(self, bnn, epochs, seed, compile=None):
+        """The seed's program: TrainOneStepCell(WithBNNLossCell(...)) called once per batch."""
+        from ppmodels.probability import TrainOneStepCell, bnn_layers
+
+        pyro.set_rng_seed(seed)
+        net = bnn_lenet.facade_network(bnn)
+        optimizer = torch.optim.Adam(net.parameters(), lr=bnn_lenet.LR)
+        scheduler = bnn_lenet.schedule(optimizer)
+        cell = bnn_layers.WithBNNLossCell(net, torch.nn.CrossEntropyLoss(), self.x.shape[0], 1)
+        step = TrainOneStepCell(cell, optimizer, compile=compile)
+        data = bnn_lenet.batches(self.x, self.y, seed)
+        times = []
+        for _ in range(epochs):
+            t = time.perf_counter()
+            for xb, yb in data:
+                step(xb, yb)
+            scheduler.step()
+            times.append(time.perf_counter() - t)
+        bnn.facade = bnn_lenet.FacadePredictor(net)
+        return times
+
     def quality(self, bnn):
+        if getattr(bnn, "facade", None) is not None:
+            return accuracy(bnn.facade.predict(self.x_test, 100, seed=0).samples, self.y_test)
         probs = bnn.predict(self.x_test, 100, seed=0, batch_size=500).samples
         return accuracy(probs, self.y_test)
 
@@ -256,6 +298,11 @@ def methods(workload, with_numpyro):
         "fit graph": lambda m, e, s: workload.fit(m, e, s, compile="graph"),
         "fit inductor": lambda m, e, s: workload.fit(m, e, s, compile="inductor"),
     }
+    if isinstance(workload, VAEWorkload):
+        out["facade SVI.run (dict batches)"] = lambda m, e, s: workload.facade(m, e, s)
+    if isinstance(workload, BNNWorkload):
+        out["facade cells"] = lambda m, e, s: workload.facade(m, e, s)
+        out["facade cells, compile=inductor"] = lambda m, e, s: workload.facade(m, e, s, compile="inductor")
     if with_numpyro:
         out["NumPyro (jax.jit)"] = lambda m, e, s: numpyro_vae(workload, e, s)[0]
     return out

@@ -418,3 +418,32 @@ def test_fit_with_trace_elbo_is_the_hand_written_estimator():
             opt.step()
     for a, b in zip(by_fit.parameters(), by_hand.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("generator", [None, 7], ids=["global-rng", "own-generator"])
+def test_tensor_dataloader_is_read_by_slicing_with_the_loaders_own_order(generator):
+    """fit reads a DataLoader over a TensorDataset by slicing; batches, their order and the
+    random stream afterwards must be exactly the loader's own."""
+    from ppmodels.infer.data import SlicedLoader, make_batches
+
+    x, y = torch.randn(50, 3), torch.arange(50)
+
+    def loader():
+        gen = None if generator is None else torch.Generator().manual_seed(generator)
+        return DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True, generator=gen)
+
+    streams = []
+    for read in (lambda dl: list(dl), lambda dl: list(make_batches(dl, name="data").source)):
+        torch.manual_seed(0)
+        dl = loader()
+        epochs = [read(dl) for _ in range(2)]
+        streams.append((epochs, torch.rand(3)))
+    (theirs, after_theirs), (ours, after_ours) = streams
+    assert isinstance(make_batches(loader(), name="data").source, SlicedLoader)
+    assert [len(e) for e in ours] == [4, 4]
+    for a, b in zip(sum(theirs, []), sum(ours, [])):
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(theirs[0][0][1], theirs[1][0][1])  # the two epochs were shuffled differently
+    assert torch.equal(after_theirs, after_ours)
+    indexed = list(make_batches(loader(), name="data").indexed())
+    assert all(torch.equal(batch[1], idx) for batch, idx in indexed)  # indices are known even when shuffled

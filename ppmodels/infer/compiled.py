@@ -308,8 +308,9 @@ class CompiledStep:
         if self.symbolic:
             placeholders = [n.meta["val"] for n in gm.graph.nodes if n.op == "placeholder"]
             code = gm.shape_env.produce_guards_expression(placeholders, ignore_static=False)
-            guard = (gm.shape_env, code) if code else None
+            guard = compile(code, "<shape guards>", "eval") if code else None  # evaluated at every step
         if self.mode == "inductor":
+            _import_inductor()
             gm = torch.compile(gm, dynamic=self.symbolic, fullgraph=True)
         return guard, gm, list(used)
 
@@ -343,9 +344,12 @@ class CompiledStep:
         self.graphs.move_to_end(key)
         if not self.symbolic:
             return entries[0][1:]
+        from torch.fx.experimental.symbolic_shapes import SYMPY_INTERP
+
         flat = pytree.tree_leaves((self.trained, list(self.buffers), list(tensors)))
+        names = {f"t{i}": a for i, a in enumerate(flat)}
         for guard, fn, used in entries:
-            if guard is None or guard[0].evaluate_guards_expression(guard[1], flat):
+            if guard is None or eval(guard, SYMPY_INTERP, {"L": names}):  # noqa: S307 (our own traced guards)
                 return fn, used
         return None
 
@@ -431,3 +435,12 @@ def check_compile_options(compile, nan_check_every):
     if compile is not None:
         check_choice(compile, "compile", list(COMPILE_MODES))
     return check_positive_int(nan_check_every, "nan_check_every")
+
+
+def _import_inductor():
+    """Import inductor's compiler now, quietly: its first import defines TorchScript modules
+    (``torch.utils.mkldnn``) whose deprecation warnings would otherwise surface, at the first
+    compiled step, as a compiler failure in programs that turn warnings into errors."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import torch._inductor.compile_fx  # noqa: F401

@@ -146,6 +146,51 @@ class FullBatch:
     load_state_dict = TensorBatches.load_state_dict
 
 
+class SlicedLoader:
+    """A ``DataLoader`` over in-memory tensors (a ``TensorDataset``, the default collate, no
+    workers): the same batches, from the same sampler in the same order, taken by slicing each
+    tensor with the batch's indices instead of fetching and stacking sample by sample (the
+    loader's own way, which costs more than a step of a small model). Each pass draws the
+    number the loader's own iterator draws first, so the random stream is the same too."""
+
+    def __init__(self, loader):
+        self.loader = loader
+        self.tensors = loader.dataset.tensors
+
+    @staticmethod
+    def applies(loader) -> bool:
+        from torch.utils.data import default_collate
+
+        return (
+            isinstance(loader.dataset, TensorDataset)
+            and loader.collate_fn is default_collate
+            and loader.num_workers == 0
+            and loader.batch_sampler is not None
+            and not loader.pin_memory
+        )
+
+    def __len__(self):
+        return len(self.loader)
+
+    @property
+    def sampler(self):
+        return self.loader.sampler
+
+    @property
+    def dataset(self):
+        return self.loader.dataset
+
+    def indexed(self):
+        torch.empty((), dtype=torch.int64).random_(generator=self.loader.generator)  # the iterator's base seed
+        for idx in self.loader.batch_sampler:
+            idx = torch.as_tensor(idx, dtype=torch.long)
+            yield tuple(t[idx] for t in self.tensors), idx
+
+    def __iter__(self):
+        for batch, _ in self.indexed():
+            yield batch
+
+
 def is_constant(value) -> bool:
     """Arguments that can be passed unchanged alongside mini-batches of the data tensors."""
     if value is None or isinstance(value, (bool, numbers.Number, str)) or callable(value):
@@ -318,7 +363,7 @@ def make_batches(
                 f"already has batch_size={data.batch_size}"
             )
         dataset = data.dataset
-        loader = data
+        loader = SlicedLoader(data) if SlicedLoader.applies(data) else data
     elif isinstance(data, Dataset) and not isinstance(data, IterableDataset):
         if len(data) == 0:
             raise ValueError(f"`{name}` is empty: it holds no samples")

@@ -194,7 +194,7 @@ class SVI:
         net = self.net_with_loss
         return net.backbone_network if hasattr(net, "backbone_network") else net._backbone
 
-    def run(self, train_dataset, epochs=10, *, seed=None, progress=None, compile=None):
+    def run(self, train_dataset, epochs=10, *, seed=None, progress=None, compile=None, callbacks=()):
         """Train for ``epochs`` and return the trained backbone network.
 
         :param train_dataset: any re-iterable of batches: dicts with 'image'/'label',
@@ -202,6 +202,7 @@ class SVI:
         :param int seed: seed Pyro and torch (ppmodels).
         :param progress: progress bar: True, False, or None for "only on a terminal" (ppmodels).
         :param str compile: ``"graph"`` or ``"inductor"``: train with fit's compiled step (ppmodels).
+        :param callbacks: :class:`ppmodels.infer.Callback` instances for fit (ppmodels).
         """
         epochs = check_positive_int(epochs, "epochs")
         source = _MindSporeBatches(train_dataset)
@@ -224,6 +225,7 @@ class SVI:
                 seed=seed,
                 progress=progress,
                 compile=compile,
+                callbacks=list(callbacks),
             )
             offset = 0.0
             if loss_fn.output_prior == "Normal":  # -log N(x | r, 1/2) = (x - r)^2 + log(pi) / 2
@@ -239,6 +241,7 @@ class SVI:
                 seed=seed,
                 progress=progress,
                 compile=compile,
+                callbacks=list(callbacks),
             )
             self._loss = np.float64(self.result.train_loss[-1])
         if isinstance(backbone, nn.Module):
