@@ -5,7 +5,7 @@ article: the test set's latent means coloured by label, and a decoded walk over 
 the latent space. Batch normalisation is left out (so evaluation needs no mode switch) and
 the digits stand in for MNIST (pass --data mnist:DIR for the real thing).
 
-    python examples/conv_vae_latent2.py            # about a minute on 2 cores
+    python examples/conv_vae_latent2.py            # 42 s on a quiet 2-core machine
     python examples/conv_vae_latent2.py --epochs 1 --out /tmp/conv
 """
 

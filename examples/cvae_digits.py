@@ -1,6 +1,6 @@
 """A conditional VAE on the digits with the core API: build, fit, evaluate, plot.
 
-python examples/cvae_digits.py                 # about a minute on 2 cores
+python examples/cvae_digits.py                 # 22 s on a quiet 2-core machine
 python examples/cvae_digits.py --epochs 1 --out /tmp/cvae
 """
 

@@ -5,7 +5,7 @@ adds three squared-error GAN terms; ``SVI`` trains it. As in the seed, one optim
 minimises the sum of all terms. Changes from the MindSpore original: torch modules, a torch
 optimizer, the imports, the digits at 32x32 for MNIST.
 
-    python examples/vaegan_seed_facade.py             # about a minute on 2 cores
+    python examples/vaegan_seed_facade.py             # 11 s on a quiet 2-core machine
     python examples/vaegan_seed_facade.py --epochs 1 --out /tmp/vaegan
 """
 

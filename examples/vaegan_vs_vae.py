@@ -4,7 +4,7 @@ side, and how sharp they are (mean absolute image gradient) next to the real dig
 The VAE-GAN's discriminator is updated before every ELBO step (``adversary_step``), and its
 generator term enters the model as a ``pyro.factor``; ``fit`` drives both.
 
-    python examples/vaegan_vs_vae.py              # about 30 seconds on 2 cores
+    python examples/vaegan_vs_vae.py              # 33 s on a quiet 2-core machine
     python examples/vaegan_vs_vae.py --epochs 1 --out /tmp/vg
 """
 
