@@ -288,3 +288,24 @@ def test_estimator_options_reach_the_engine(data):
         svi.run(loader(data), epochs=1)
     with pytest.raises(ValueError, match=r"'tailadaptive' needs several vectorised particles"):
         infer.ELBO(estimator="tailadaptive", num_particles=1)
+
+
+def test_adam_left_to_torch_gets_the_fused_kernel_and_the_same_training(data):
+    """SVI.run and TrainOneStepCell give a default torch Adam the fused kernel (MindSpore's
+    Adam is one kernel); the result is the per-tensor Adam's within float rounding, and an
+    explicit choice (fused=False) is kept."""
+    trained = {}
+    for fused in (None, False):
+        vae = make_vae()
+        opt = torch.optim.Adam(vae.trainable_params(), lr=1e-3, fused=fused)
+        infer.SVI(WithLossCell(vae, infer.ELBO()), opt).run(loader(data), epochs=2, seed=0, progress=False)
+        assert opt.param_groups[0]["fused"] is (True if fused is None else False)
+        trained[fused] = torch.cat([p.detach().flatten() for p in vae.parameters()])
+    torch.testing.assert_close(trained[None], trained[False], rtol=1e-4, atol=1e-5)
+    assert not torch.equal(trained[None], torch.cat([p.detach().flatten() for p in make_vae().parameters()]))
+    net = nn.Linear(3, 1)
+    cell = TrainOneStepCell(WithLossCell(net, nn.MSELoss()), torch.optim.AdamW(net.parameters()))
+    assert cell.optimizer.param_groups[0]["fused"] is True
+    sgd = torch.optim.SGD(net.parameters(), lr=0.1)
+    TrainOneStepCell(WithLossCell(net, nn.MSELoss()), sgd)
+    assert sgd.param_groups[0]["fused"] is None  # only Adam and AdamW are switched

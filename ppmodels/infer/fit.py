@@ -768,6 +768,29 @@ def _adam(params, lr):
     return torch.optim.Adam(params, lr=lr)
 
 
+def prefer_fused_adam(optimizer) -> bool:
+    """Give a torch ``Adam``/``AdamW`` that left its kernel to torch (``fused=None`` and
+    ``foreach=None``, the defaults) torch's fused kernel, as :func:`_adam` does, when it has
+    taken no step yet and its parameters can use it: the same update, one pass over memory.
+    An explicit ``fused=False`` or ``foreach=...`` is kept. Returns whether it switched."""
+    if type(optimizer) not in (torch.optim.Adam, torch.optim.AdamW) or optimizer.state:
+        return False
+    groups = optimizer.param_groups
+    params = [p for g in groups for p in g["params"]]
+    if not params or any(g.get("fused") is not None or g.get("foreach") is not None for g in groups):
+        return False
+    if any(g.get("differentiable") or g.get("capturable") for g in groups):
+        return False
+    devices = {p.device.type for p in params}
+    if len(devices) != 1 or not devices <= {"cpu", "cuda"} or not all(p.is_floating_point() for p in params):
+        return False
+    for g in groups:
+        g["fused"] = True
+    optimizer.defaults["fused"] = True
+    optimizer._step_supports_amp_scaling = True  # what the constructor sets for fused=True
+    return True
+
+
 def _pyro_param_leaves(recorder, known):
     """``(name, tensor)`` of the parameters a pair declares with ``pyro.param`` (a classic
     Pyro guide, an autoguide in Pyro's global store), found in the first step; module

@@ -6,6 +6,7 @@ import pyro.optim
 import torch
 from torch import nn
 
+from ..infer.fit import prefer_fused_adam
 from ._checks import check_cell
 
 
@@ -61,6 +62,7 @@ class TrainOneStepCell(nn.Module):
                 f"The optimizer must be Cell type (a torch.optim.Optimizer in ppmodels), "
                 f"but got {type(optimizer).__name__}"
             )
+        prefer_fused_adam(optimizer)  # MindSpore's Adam is one fused kernel; torch's default is not
         self.optimizer = optimizer
         if compile is not None:
             from ..infer.compiled import COMPILE_MODES

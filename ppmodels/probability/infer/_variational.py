@@ -14,6 +14,7 @@ from torch.nn import functional as F
 
 from ... import infer as _infer
 from ...infer.data import Batches
+from ...infer.fit import prefer_fused_adam
 from .._checks import check_positive_int
 from ..cells import WithLossCell
 from ..dpn import VAE
@@ -211,6 +212,7 @@ class SVI:
             raise ValueError("The train_dataset is empty: it holds no samples")
         loss_fn = self.net_with_loss._loss_fn
         backbone = self._backbone()
+        prefer_fused_adam(self.optimizer)  # MindSpore's Adam is one fused kernel; torch's default is not
         plain = type(loss_fn).forward is ELBO.forward and type(self.net_with_loss).forward is WithLossCell.forward
         if plain and isinstance(backbone, VAE):
             pair = backbone.core(loss_fn.output_prior)
