@@ -209,6 +209,32 @@ def test_help_shows_the_real_defaults_and_the_usable_estimators(capsys):
     assert "{enum}" in ssvae
 
 
+def test_every_option_with_a_default_shows_it_in_help():
+    """Walks every subcommand's parser: an option with a value default (0 included) says it."""
+    import argparse
+
+    from ppmodels.cli import build_parser
+
+    def parsers(parser, path):
+        yield path, parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from parsers(sub, path + [name])
+
+    missing = []
+    for path, parser in parsers(build_parser(), []):
+        formatter = parser._get_formatter()
+        for action in parser._actions:
+            if action.default is None or action.default is False or action.default == argparse.SUPPRESS:
+                continue
+            if action.nargs == 0 or isinstance(action, argparse._SubParsersAction):
+                continue
+            if "(default" not in formatter._get_help_string(action):
+                missing.append((" ".join(path), action.option_strings, action.default))
+    assert not missing, missing
+
+
 def test_bad_values_read_like_the_rest(capsys):
     with pytest.raises(SystemExit):
         main(["train", "vae", "--epochs", "ten"])

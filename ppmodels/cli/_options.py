@@ -110,7 +110,8 @@ class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionH
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if action.default in (None, argparse.SUPPRESS, False) or "(default" in text or action.nargs == 0:
+        hidden = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        if hidden or "(default" in text or action.nargs == 0:  # (identity: a default of 0 is shown)
             return text
         default = action.default
         if isinstance(default, tuple):
