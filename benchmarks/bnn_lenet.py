@@ -138,30 +138,40 @@ def train_facade(bnn, x, y, epochs, seed):
     return elapsed
 
 
-def train_hand(bnn, x, y, epochs, seed):
-    """Bayes by Backprop written out by hand on the pair's own posterior tensors."""
-    pyro.set_rng_seed(seed)
+def hand_loss(bnn, n):
+    """Bayes by Backprop's single-draw loss written out by hand on the pair's own posterior
+    tensors: ``loss_fn(xb, yb)``, the negative ELBO with the likelihood scaled by N/B."""
     net = LeNet5(10, input_mean=STANDARDISE[0], input_std=STANDARDISE[1])
     names = bnn.posterior.names
     locs, rhos = list(bnn.posterior.loc), list(bnn.posterior.rho)
+    prior = torch.distributions.Normal(0.0, 1.0, validate_args=False)
+
+    def loss_fn(xb, yb):
+        weights, log_ratio = {}, 0.0
+        for name, loc, rho in zip(names, locs, rhos):
+            scale = F.softplus(rho)
+            w = loc + scale * torch.randn_like(loc)
+            weights[name] = w
+            q = torch.distributions.Normal(loc, scale, validate_args=False)
+            log_ratio = log_ratio + prior.log_prob(w).sum() - q.log_prob(w).sum()
+        logits = torch.func.functional_call(net, weights, (xb,))
+        log_lik = -F.cross_entropy(logits, yb, reduction="sum") * (n / xb.shape[0])
+        return -(log_lik + log_ratio)
+
+    return loss_fn
+
+
+def train_hand(bnn, x, y, epochs, seed):
+    """Bayes by Backprop written out by hand on the pair's own posterior tensors."""
+    pyro.set_rng_seed(seed)
+    loss_fn = hand_loss(bnn, x.shape[0])
     opt = torch.optim.Adam(list(bnn.parameters()), lr=LR)
     scheduler = schedule(opt)
-    n = x.shape[0]
-    prior = torch.distributions.Normal(0.0, 1.0, validate_args=False)
     data = batches(x, y, seed)
     t = clock()
     for _ in range(epochs):
         for xb, yb in data:
-            weights, log_ratio = {}, 0.0
-            for name, loc, rho in zip(names, locs, rhos):
-                scale = F.softplus(rho)
-                w = loc + scale * torch.randn_like(loc)
-                weights[name] = w
-                q = torch.distributions.Normal(loc, scale, validate_args=False)
-                log_ratio = log_ratio + prior.log_prob(w).sum() - q.log_prob(w).sum()
-            logits = torch.func.functional_call(net, weights, (xb,))
-            log_lik = -F.cross_entropy(logits, yb, reduction="sum") * (n / xb.shape[0])
-            loss = -(log_lik + log_ratio)
+            loss = loss_fn(xb, yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -36,13 +36,11 @@ import bnn_lenet
 import np_throughput
 import pyro
 import torch
-import torch.nn.functional as F
 import vae_throughput
 from _paired import paired, rotations
 
 from ppmodels.data import digits
 from ppmodels.infer import Callback, fit, log_likelihood
-from ppmodels.nn import LeNet5
 from ppmodels.toolbox import accuracy, evaluate_neural_process
 
 HAND = "hand eager"
@@ -163,22 +161,7 @@ class BNNWorkload:
 
     def hand(self, bnn, epochs, seed, fused=False, compiled=False):
         pyro.set_rng_seed(seed)
-        net = LeNet5(10, input_mean=bnn_lenet.STANDARDISE[0], input_std=bnn_lenet.STANDARDISE[1])
-        names, locs, rhos = bnn.posterior.names, list(bnn.posterior.loc), list(bnn.posterior.rho)
-        prior = torch.distributions.Normal(0.0, 1.0, validate_args=False)
-        n = self.x.shape[0]
-
-        def loss_fn(xb, yb):
-            weights, log_ratio = {}, 0.0
-            for name, loc, rho in zip(names, locs, rhos):
-                scale = F.softplus(rho)
-                w = loc + scale * torch.randn_like(loc)
-                weights[name] = w
-                q = torch.distributions.Normal(loc, scale, validate_args=False)
-                log_ratio = log_ratio + prior.log_prob(w).sum() - q.log_prob(w).sum()
-            logits = torch.func.functional_call(net, weights, (xb,))
-            return -(-F.cross_entropy(logits, yb, reduction="sum") * (n / xb.shape[0]) + log_ratio)
-
+        loss_fn = bnn_lenet.hand_loss(bnn, self.x.shape[0])
         LR[0] = bnn_lenet.LR
         data = bnn_lenet.batches(self.x, self.y, seed)
         return hand_loop(list(bnn.parameters()), loss_fn, data, epochs, fused, compiled, bnn_lenet.schedule)
