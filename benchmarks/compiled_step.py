@@ -16,7 +16,7 @@ Methods:
 - fit: ``ppmodels.infer.fit`` eagerly (its default Adam is fused);
 - fit graph / fit inductor: ``fit(compile="graph")`` / ``fit(compile="inductor")``;
 - NumPyro: the seed VAE as a NumPyro model/guide, ``jax.jit(svi.update)``, same networks,
-  estimator, batches and Adam (only when ``jax`` and ``numpyro`` import: ``pip install numpyro``).
+  estimator, batches and Adam (only when ``jax`` and ``numpyro`` import: ``pip install -e ".[bench]"``).
 
     python benchmarks/compiled_step.py                       # all three, ~15 minutes on 2 cores
     python benchmarks/compiled_step.py --workloads vae --rounds 3 --epochs 3
@@ -334,9 +334,10 @@ def main():
     for key in args.workloads.split(","):
         workload = kinds[key]()
         steady, once, quality = run(workload, args.rounds, args.epochs, numpyro_ok and key == "vae")
+        skipped = "" if numpyro_ok or key != "vae" else '; NumPyro row skipped: pip install -e ".[bench]"'
         print(
             f"\n{workload.name}: {args.rounds} rounds x {args.epochs} epochs, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} threads" + ("" if numpyro_ok or key != "vae" else "; NumPyro not installed")
+            f"{torch.get_num_threads()} threads{skipped}"
         )
         print(f"| method | samples/s (steady) | / hand eager: median [IQR] | one-time s (median) | {workload.unit} |")
         print("|---|---|---|---|---|")
