@@ -759,13 +759,7 @@ def _adam(params, lr):
     parameters and the moments instead of one per tensor and operation (the same update; a
     third of the time on the seed VAE's 1.6M parameters here), else torch's default."""
     params = list(params)
-    devices = {p.device.type for p in params}
-    if params and len(devices) == 1 and devices <= {"cpu", "cuda"} and all(p.is_floating_point() for p in params):
-        try:
-            return torch.optim.Adam(params, lr=lr, fused=True)
-        except (RuntimeError, TypeError, ValueError):  # a torch without fused Adam on this device
-            pass
-    return torch.optim.Adam(params, lr=lr)
+    return torch.optim.Adam(params, lr=lr, fused=True if _can_fuse(params) else None)
 
 
 def prefer_fused_adam(optimizer) -> bool:
@@ -776,19 +770,30 @@ def prefer_fused_adam(optimizer) -> bool:
     if type(optimizer) not in (torch.optim.Adam, torch.optim.AdamW) or optimizer.state:
         return False
     groups = optimizer.param_groups
-    params = [p for g in groups for p in g["params"]]
-    if not params or any(g.get("fused") is not None or g.get("foreach") is not None for g in groups):
+    if any(g.get("fused") is not None or g.get("foreach") is not None for g in groups):
         return False
     if any(g.get("differentiable") or g.get("capturable") for g in groups):
         return False
-    devices = {p.device.type for p in params}
-    if len(devices) != 1 or not devices <= {"cpu", "cuda"} or not all(p.is_floating_point() for p in params):
+    if not _can_fuse([p for g in groups for p in g["params"]]):
         return False
     for g in groups:
         g["fused"] = True
     optimizer.defaults["fused"] = True
     optimizer._step_supports_amp_scaling = True  # what the constructor sets for fused=True
     return True
+
+
+def _can_fuse(params) -> bool:
+    """Whether torch's fused Adam takes these parameters: floating point, on one CPU or CUDA
+    device that this torch build has the fused kernel for (CPU from torch 2.4)."""
+    try:
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+        supported = set(_get_fused_kernels_supported_devices()) & {"cpu", "cuda"}
+    except ImportError:  # a torch without the query: keep its default kernel
+        return False
+    devices = {p.device.type for p in params}
+    return bool(params) and len(devices) == 1 and devices <= supported and all(p.is_floating_point() for p in params)
 
 
 def _pyro_param_leaves(recorder, known):
