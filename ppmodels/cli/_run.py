@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
+
+from .._atomic import replaced_atomically
 
 RUN_FILE = "run.json"
 CHECKPOINT = "checkpoint.pt"
@@ -68,16 +69,9 @@ def write_text_atomic(path: Path, text: str):
     already there (if any) stays as it was."""
     path = Path(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise CommandError(f"could not write {path}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "w") as fh:
+        with replaced_atomically(path, "w") as fh:
             fh.write(text)
-        os.replace(tmp, path)
     except OSError as exc:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
         raise CommandError(f"could not write {path}: {exc.strerror or exc}") from None
 
 

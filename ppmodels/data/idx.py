@@ -13,7 +13,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 import zlib
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._atomic import replaced_atomically
 from ._image_data import ImageData
 
 IDX_FILES = (
@@ -123,26 +123,20 @@ def download(url: str, destination, sha256: str | None, timeout: float = 60.0) -
     """
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".part", dir=destination.parent)
-    try:
-        digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+    digest = hashlib.sha256()
+    with replaced_atomically(destination) as out:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             for chunk in iter(lambda: response.read(1 << 20), b""):
                 digest.update(chunk)
                 out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
+        out.flush()
+        os.fsync(out.fileno())
         actual = digest.hexdigest()
         if sha256 is not None and actual != sha256:
             raise ChecksumError(
                 f"checksum mismatch for {destination.name} from {url}: expected sha256 {sha256}, "
                 f"got {actual}; the file was discarded"
             )
-        os.replace(tmp, destination)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return destination
 
 

@@ -8,11 +8,11 @@ folder and renamed into place, so a crash mid-write never leaves a truncated che
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 
+from .._atomic import replaced_atomically
 from .._spec import build, try_spec_of
 
 FORMAT = "ppmodels-checkpoint"
@@ -40,20 +40,13 @@ def save(path, pair, *, optimizer=None, fit_state=None, metadata=None) -> Path:
         "fit": fit_state,
         "metadata": metadata or {},
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            try:
-                torch.save(payload, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            except RuntimeError as exc:  # torch's zip writer reports a failed write (a full disk) this way
-                raise OSError(f"writing {path} failed: {str(exc).splitlines()[0]}") from exc
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with replaced_atomically(path) as fh:
+        try:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        except RuntimeError as exc:  # torch's zip writer reports a failed write (a full disk) this way
+            raise OSError(f"writing {path} failed: {str(exc).splitlines()[0]}") from exc
     return path
 
 
