@@ -181,9 +181,11 @@ def check_per_datum_params(recorder: SiteRecorder, num_data: int):
 
 
 # -- estimator preconditions -----------------------------------------------------------
-def _is_discrete(fn) -> bool:
+def is_discrete(fn) -> bool:
+    """Whether a sample site's distribution is discrete (a plate's subsample site is not a
+    latent: it is left out)."""
     support = getattr(fn, "support", None)
-    return bool(getattr(support, "is_discrete", False))
+    return bool(getattr(support, "is_discrete", False)) and type(fn).__name__ != "_Subsample"
 
 
 def unguided_discrete_sites(recorder: SiteRecorder) -> list:
@@ -191,7 +193,7 @@ def unguided_discrete_sites(recorder: SiteRecorder) -> list:
     return [
         s
         for s in recorder.samples("model")
-        if not s.is_observed and s.name not in guided and not s.is_factor and _is_discrete(s.fn)
+        if not s.is_observed and s.name not in guided and not s.is_factor and is_discrete(s.fn)
     ]
 
 

@@ -25,6 +25,7 @@ from pyro.poutine.util import prune_subsample_sites
 
 from .._validate import check_nonnegative_int, check_positive_int
 from .callbacks import Callback
+from .checks import is_discrete
 from .elbo import get_elbo
 from .fit import fit
 
@@ -249,11 +250,6 @@ def _model_fn(model):
     return fn
 
 
-def _is_discrete(site) -> bool:
-    support = getattr(site["fn"], "support", None)
-    return bool(getattr(support, "is_discrete", False)) and type(site["fn"]).__name__ != "_Subsample"
-
-
 def _prior_trace(model_fn, args):
     with torch.no_grad(), poutine.block(hide_types=["param"]), pyro.validation_enabled(False):
         return prune_subsample_sites(poutine.trace(model_fn).get_trace(*args))
@@ -264,8 +260,8 @@ def latent_sites(model_fn, args) -> tuple:
     latent sites, and how many batch dimensions its sites have at most (plates or not)."""
     trace = _prior_trace(model_fn, args)
     samples = [s for s in trace.nodes.values() if s["type"] == "sample"]
-    sites = {s["name"]: tuple(s["value"].shape) for s in samples if not s["is_observed"] and not _is_discrete(s)}
-    discrete = {s["name"]: tuple(s["value"].shape) for s in samples if not s["is_observed"] and _is_discrete(s)}
+    sites = {s["name"]: tuple(s["value"].shape) for s in samples if not s["is_observed"] and not is_discrete(s["fn"])}
+    discrete = {s["name"]: tuple(s["value"].shape) for s in samples if not s["is_observed"] and is_discrete(s["fn"])}
     batch = max([len(s["fn"].batch_shape) for s in samples] + [0])
     plates = max([len([f for f in s["cond_indep_stack"] if f.vectorized]) for s in samples] + [0])
     return sites, discrete, max(batch, plates), plates

@@ -403,7 +403,7 @@ class CompiledStep:
                 tensors, leaves, spec, meta = self._split(*pytree.tree_unflatten(leaves, spec))
                 key = self.key(meta)
         guard, fn, used = self._trace(spec, leaves, tensors)
-        if sum(len(v) for v in self.graphs.values()) >= MAX_GRAPHS:
+        if self.num_graphs >= MAX_GRAPHS:
             self.graphs.popitem(last=False)
             if not self._warned_cap:
                 self._warned_cap = True

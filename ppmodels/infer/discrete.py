@@ -9,13 +9,9 @@ from pyro.infer import config_enumerate
 
 from .._random import seeded
 from .._validate import check_nonnegative_int, check_positive_int
+from .checks import is_discrete
 from .data import as_args
 from .pairs import as_pair
-
-
-def _is_discrete(site) -> bool:
-    support = getattr(site["fn"], "support", None)
-    return bool(getattr(support, "is_discrete", False)) and type(site["fn"]).__name__ != "_Subsample"
 
 
 def plate_nesting(model, args, kwargs) -> int:
@@ -77,7 +73,7 @@ def infer_discrete(
             for _ in range(num_samples):
                 guide_trace = poutine.trace(pair.guide).get_trace(*args, **kwargs)
                 for name, site in list(guide_trace.nodes.items()):
-                    if site["type"] == "sample" and _is_discrete(site):
+                    if site["type"] == "sample" and is_discrete(site["fn"]):
                         guide_trace.remove_node(name)
                 replayed = poutine.replay(pair.model, trace=guide_trace)
                 inferred = pyro.infer.infer_discrete(
@@ -88,7 +84,7 @@ def infer_discrete(
                     {
                         name: site["value"]
                         for name, site in trace.nodes.items()
-                        if site["type"] == "sample" and not site["is_observed"] and _is_discrete(site)
+                        if site["type"] == "sample" and not site["is_observed"] and is_discrete(site["fn"])
                     }
                 )
     finally:
