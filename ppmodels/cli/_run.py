@@ -3,6 +3,7 @@ figures), resuming a run, the device, the progress display, and one-line errors.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -18,6 +19,16 @@ _FREE = {"resume", "progress", "out", "command", "model", "run"}
 
 class CommandError(Exception):
     """A one-line error for the user (the command exits with status 2)."""
+
+
+@contextlib.contextmanager
+def writing(path):
+    """An ``OSError`` in the block (a read-only folder, a full disk) becomes one line naming
+    ``path``."""
+    try:
+        yield
+    except OSError as exc:
+        raise CommandError(f"could not write {path}: {exc.strerror or exc}") from None
 
 
 def launched_by_torchrun() -> bool:
@@ -67,12 +78,8 @@ def write_text_atomic(path: Path, text: str):
     """Write ``text`` to ``path`` through a temporary file renamed into place; an OSError
     (read-only folder, full disk) becomes a one-line error naming the path, and the file
     already there (if any) stays as it was."""
-    path = Path(path)
-    try:
-        with replaced_atomically(path, "w") as fh:
-            fh.write(text)
-    except OSError as exc:
-        raise CommandError(f"could not write {path}: {exc.strerror or exc}") from None
+    with writing(path), replaced_atomically(path, "w") as fh:
+        fh.write(text)
 
 
 class RunDir:
@@ -170,10 +177,8 @@ class RunDir:
         if not self.writer:
             return
         path = self.path / "model.pt"
-        try:
+        with writing(path):
             infer.save(path, pair, metadata=metadata)
-        except OSError as exc:
-            raise CommandError(f"could not write {path}: {exc.strerror or exc}") from None
 
     def figure(self, fig, name: str):
         from .. import plots
@@ -184,10 +189,8 @@ class RunDir:
             plt.close(fig)
             return
         path = self.path / name
-        try:
+        with writing(path):
             plots.save(fig, path)
-        except OSError as exc:
-            raise CommandError(f"could not write {path}: {exc.strerror or exc}") from None
 
     def metrics_callback(self, extra=None):
         """A callback writing ``metrics.json`` after every epoch (``"status": "running"``)."""
@@ -229,7 +232,7 @@ def fit_run(run: RunDir, pair, train, args, device, *, callbacks=(), **options):
     distributed = launched_by_torchrun()
     metrics = options.pop("metrics", None)
     t0 = time.perf_counter()
-    try:
+    with writing(run.checkpoint):  # an OSError from fit: the checkpoint could not be written
         result = infer.fit(
             pair,
             train,
@@ -247,7 +250,5 @@ def fit_run(run: RunDir, pair, train, args, device, *, callbacks=(), **options):
             compile=getattr(args, "compile", None),
             **options,
         )
-    except OSError as exc:  # the checkpoint could not be written
-        raise CommandError(f"could not write {run.checkpoint}: {exc.strerror or exc}") from None
     seconds = time.perf_counter() - t0
     return (None if distributed and rank() != 0 else result), seconds

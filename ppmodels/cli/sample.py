@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ._options import Formatter, Options, integer, labels, positive_int
-from ._run import CommandError
+from ._run import writing
 
 KINDS = "vae, cvae and ssvae runs (images), bnn runs (predictive draws) and np runs (sampled functions)"
 
@@ -56,10 +56,8 @@ def run(args, explicit):
 def _save(fig, out):
     from .. import plots
 
-    try:
+    with writing(out):
         plots.save(fig, out)
-    except OSError as exc:
-        raise CommandError(f"could not write {out}: {exc.strerror or exc}") from None
 
 
 def _images(pair, meta, args, out):
