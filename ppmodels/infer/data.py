@@ -49,11 +49,12 @@ class Batches:
 
     def indexed(self):
         """``(batch, indices)`` pairs; ``indices`` is a ``LongTensor`` into the data set, or
-        ``None`` when the source's order is not known (a shuffled ``DataLoader``)."""
+        ``None`` when the source's order is not known (a shuffled ``DataLoader`` other than one
+        over a ``TensorDataset``, which is read by :class:`SlicedLoader`)."""
         if hasattr(self.source, "indexed"):
             yield from self.source.indexed()
             return
-        ordered = not isinstance(self.source, DataLoader) or isinstance(self.source.sampler, SequentialSampler)
+        ordered = self.knows_indices  # a plain sequence of batches, or a loader that does not shuffle
         offset = 0
         for batch in self:
             b = batch_size_of(batch)
