@@ -96,8 +96,19 @@ def check_device(device, name: str = "device"):
             ) from None
     elif not isinstance(device, torch.device):
         raise TypeError(f"`{name}` must be a torch device or its name ('cpu', 'cuda'), but got {_describe(device)}")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            f"`{name}`={str(device)!r}: this torch build ({torch.__version__}) has no CUDA device; use 'cpu'"
-        )
+    reason = device_unavailable(device)
+    if reason is not None:
+        raise ValueError(f"`{name}`={str(device)!r}: {reason}; use 'cpu'")
     return device
+
+
+def device_unavailable(device) -> str | None:
+    """Why this torch build and machine cannot run on ``device`` (a ``torch.device``), or None."""
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            return f"this torch build ({torch.__version__}) has no CUDA device"
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            return f"there are {torch.cuda.device_count()} CUDA devices"
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        return f"this torch build ({torch.__version__}) has no MPS device"
+    return None

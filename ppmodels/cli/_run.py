@@ -47,16 +47,11 @@ def resolve_device(text):
 
     if text is None:
         return "cuda" if torch.cuda.is_available() else "cpu"
-    kind, _, index = text.partition(":")
-    if kind == "cuda":
-        if not torch.cuda.is_available():
-            raise CommandError(
-                f"--device {text}: this torch build ({torch.__version__}) has no CUDA device; use --device cpu"
-            )
-        if index and int(index) >= torch.cuda.device_count():
-            raise CommandError(f"--device {text}: there are {torch.cuda.device_count()} CUDA devices")
-    if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise CommandError(f"--device mps: this torch build ({torch.__version__}) has no MPS device; use --device cpu")
+    from .._validate import device_unavailable
+
+    reason = device_unavailable(torch.device(text))  # the option's parser has checked the spelling
+    if reason is not None:
+        raise CommandError(f"--device {text}: {reason}; use --device cpu")
     return text
 
 
