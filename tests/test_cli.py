@@ -70,8 +70,9 @@ def test_bad_arguments_give_clear_errors(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", "vae", "--epochs", "0"])
     assert "must be a positive int, got 0" in capsys.readouterr().err
-    with pytest.raises(SystemExit, match="no checkpoint at"):
-        main(["sample", str(tmp_path)])
+    assert main(["sample", str(tmp_path)]) == 2  # as train's errors: one line, `error:`, status 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ppmodels sample: error: no checkpoint at") and "\n" not in err
 
 
 def test_demo_smoke(tmp_path):
@@ -115,3 +116,33 @@ def test_train_np_writes_metrics_and_figures(tmp_path):
     sine = tmp_path / "sine"
     assert main([*args, "--data", "sine", "--attention", "--hidden", "8", "--out", str(sine), "--no-progress"]) == 0
     assert json.loads((sine / "metrics.json").read_text())["evaluation"]["oracle_gap"] is None
+
+
+def test_idx_labels_outside_the_classes_are_one_line_before_any_training(tmp_path, capsys):
+    from test_data import write_idx
+
+    folder = tmp_path / "idx"
+    make_idx_folder(folder, n_train=40, n_test=10)
+    write_idx(folder / "train-labels-idx1-ubyte.gz", [3] * 39 + [12], True)
+    assert main(["train", "bnn", "--data", f"mnist:{folder}", "--epochs", "1", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err, err  # no trace-shape table after it
+    assert err.startswith("ppmodels train bnn: error: mnist train: ") and "holds label 12, outside [0, 10)" in err
+
+
+def test_an_error_raised_inside_a_model_is_reported_without_pyros_shape_table():
+    import pyro
+    import pyro.distributions as dist
+    import torch
+    from pyro import poutine
+
+    from ppmodels.cli import _one_line
+
+    def model():
+        pyro.sample("z", dist.Normal(torch.zeros(3), 1.0).to_event(1))
+        raise ValueError("`y` holds label 12, outside [0, 10)")
+
+    with pytest.raises(ValueError) as info:
+        poutine.trace(model).get_trace()
+    assert "Trace Shapes" in str(info.value)  # what Pyro appends
+    assert _one_line(info.value) == "`y` holds label 12, outside [0, 10)"

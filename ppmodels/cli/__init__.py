@@ -53,7 +53,7 @@ def main(argv=None) -> int:
         print(f"ppmodels {name}: error: {exc}", file=sys.stderr)
         return 2
     except (ValueError, FileNotFoundError) as exc:
-        print(f"ppmodels {name}: error: {exc}", file=sys.stderr)
+        print(f"ppmodels {name}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except OSError as exc:
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
@@ -65,6 +65,13 @@ def main(argv=None) -> int:
         )
         return 130
     return 0
+
+
+def _one_line(exc) -> str:
+    """An error's own sentence, without what Pyro appends to an error raised inside a model
+    (its table of the trace's shapes, on the lines after it)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 __all__ = ["build_parser", "main"]

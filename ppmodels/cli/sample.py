@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ._options import Formatter, Options, integer, labels, positive_int
-from ._run import writing
+from ._run import CommandError, writing
 
 KINDS = "vae, cvae and ssvae runs (images), bnn runs (predictive draws) and np runs (sampled functions)"
 
@@ -33,15 +33,15 @@ def run(args, explicit):
     run_dir = Path(args.run_dir)
     path = run_dir / "model.pt"
     if not path.is_file():
-        raise SystemExit(
-            f"ppmodels sample: no checkpoint at {path}; RUN_DIR must be a folder written by "
-            "'ppmodels train' or 'ppmodels demo'"
+        raise CommandError(
+            f"no checkpoint at {path}; RUN_DIR must be a folder written by 'ppmodels train' or 'ppmodels demo'"
+            + (" (the run has not finished: --resume it first)" if (run_dir / "checkpoint.pt").is_file() else "")
         )
     try:
         pair = infer.load(path)
         meta = infer.checkpoint.metadata(path)
     except ValueError as exc:
-        raise SystemExit(f"ppmodels sample: {exc}") from None
+        raise CommandError(str(exc)) from None
     out = Path(args.out or run_dir / f"samples-{args.seed}.png")
     kind = meta.get("model") or type(pair).__name__.lower()
     if kind == "bnn":
@@ -49,7 +49,7 @@ def run(args, explicit):
     if kind == "np":
         return _np(pair, meta, args, out)
     if not callable(getattr(pair, "generate", None)):
-        raise SystemExit(f"ppmodels sample: {path} holds a {type(pair).__name__}; sample supports {KINDS}")
+        raise CommandError(f"{path} holds a {type(pair).__name__}; sample supports {KINDS}")
     return _images(pair, meta, args, out)
 
 
@@ -69,7 +69,7 @@ def _images(pair, meta, args, out):
         chosen = args.labels if args.labels is not None else tuple(range(pair.num_classes))
         bad = [v for v in chosen if v >= pair.num_classes]
         if bad:
-            raise SystemExit(f"ppmodels sample: --labels {bad} outside [0, {pair.num_classes})")
+            raise CommandError(f"--labels {bad} outside [0, {pair.num_classes})")
         y = torch.tensor(chosen).repeat_interleave(args.num)
         images = pair.generate(y, seed=args.seed)
         names = meta.get("class_names")
@@ -77,7 +77,7 @@ def _images(pair, meta, args, out):
         _save(plots.class_rows(rows, [names[v] for v in chosen] if names else None), out)
     else:
         if args.labels is not None:
-            raise SystemExit("ppmodels sample: --labels applies to cvae and ssvae runs only")
+            raise CommandError("--labels applies to cvae and ssvae runs only")
         images = pair.generate(args.num, seed=args.seed)
         _save(plots.image_grid(images, title=f"{args.num} samples"), out)
     print(f"wrote {len(images)} samples to {out.resolve()}")
@@ -89,7 +89,7 @@ def _bnn(pair, meta, args, out):
     from .. import plots
 
     if args.labels is not None:
-        raise SystemExit("ppmodels sample: --labels applies to cvae and ssvae runs only")
+        raise CommandError("--labels applies to cvae and ssvae runs only")
     data = datasets.load(meta.get("data", "digits"), image_size=32 if meta.get("data", "digits") == "digits" else None)
     x = data.test_x[: min(args.num, len(data.test_x))]
     pred = pair.predict(x, args.draws, seed=args.seed)
@@ -104,7 +104,7 @@ def _np(pair, meta, args, out):
     from .neural_process import family, prediction_panels
 
     if args.labels is not None:
-        raise SystemExit("ppmodels sample: --labels applies to cvae and ssvae runs only")
+        raise CommandError("--labels applies to cvae and ssvae runs only")
     name = meta.get("data", "gp-rbf")
     functions = family(name)(
         num_functions=min(args.num, 12), num_points=meta.get("points", 50), seed=args.seed + 20_000

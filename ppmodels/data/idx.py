@@ -176,6 +176,13 @@ def load_idx_folder(folder, name: str, class_names) -> ImageData:
             raise ValueError(
                 f"{name} {split}: images of shape {images.shape} do not match labels of shape {labels.shape}"
             )
+        classes = len(class_names)
+        if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= classes):
+            bad = int(labels.min()) if int(labels.min()) < 0 else int(labels.max())
+            raise ValueError(
+                f"{name} {split}: {paths[f'{split}-labels-idx1-ubyte']} holds label {bad}, outside [0, {classes}) "
+                f"({name} has {classes} classes)"
+            )
 
     def to_x(a):
         return torch.from_numpy(a.astype(np.float32) / 255.0).unsqueeze(1)

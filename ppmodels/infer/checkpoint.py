@@ -7,6 +7,7 @@ folder and renamed into place, so a crash mid-write never leaves a truncated che
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -40,13 +41,15 @@ def save(path, pair, *, optimizer=None, fit_state=None, metadata=None) -> Path:
         "fit": fit_state,
         "metadata": metadata or {},
     }
+    # Serialised in memory first and written with Python's own file write: a failed write (a full
+    # disk) is then an OSError with its errno, where torch's zip writer would report it as an
+    # opaque RuntimeError ("[enforce fail at inline_container.cc] ... file write failed").
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
     with replaced_atomically(path) as fh:
-        try:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        except RuntimeError as exc:  # torch's zip writer reports a failed write (a full disk) this way
-            raise OSError(f"writing {path} failed: {str(exc).splitlines()[0]}") from exc
+        fh.write(buffer.getbuffer())
+        fh.flush()
+        os.fsync(fh.fileno())
     return path
 
 
