@@ -174,9 +174,9 @@ def test_sample_on_an_unreadable_checkpoint_is_one_line(tmp_path, content, messa
     else:
         path.write_bytes(content)
     done = run_command("sample", str(tmp_path))
-    assert done.returncode != 0
+    assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("ppmodels sample: ")
+    assert len(lines) == 1 and lines[0].startswith("ppmodels sample: error: ")
     import re
 
     assert re.search(message, lines[0]), lines[0]
@@ -302,6 +302,7 @@ def test_a_full_disk_while_writing_the_model_is_one_line_and_keeps_what_was_writ
     assert main(["train", "vae", "--resume", str(out), "--epochs", "2"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"ppmodels train vae: error: could not write {out / 'checkpoint.pt'}") and "\n" not in err
+    assert err.endswith("No space left on device"), err  # the system's words, not torch's zip writer's
     monkeypatch.undo()
     assert (out / "model.pt").read_bytes() == before
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
@@ -328,3 +329,84 @@ def test_a_read_only_output_folder_is_one_line(command, tmp_path, capsys, monkey
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert "could not write" in err and "Permission denied" in err and "\n" not in err
+
+
+# -- a damaged run folder ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "run"
+    assert main(["train", "vae", *TINY_VAE, "--epochs", "1", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (lambda d: d["options"].update(epochs="6"), r"""option 'epochs' is "6": --epochs must be written as 6"""),
+        (lambda d: d["options"].update(hidden=400), r"option 'hidden' is 400: --hidden must be written as \[400\]"),
+        (lambda d: d.update(options=[]), r'must be an object with "command" and an "options" object'),
+        (lambda d: [d], r"must be an object .* but holds list"),
+        (lambda d: d["options"].update(lr=-1), r"option 'lr' is -1: --lr must be a positive finite number, got -1"),
+        (lambda d: d["options"].update(elbo="elbow"), r"option 'elbo' is \"elbow\": --elbo must be one of trace,"),
+        (lambda d: d["options"].update(hiden=[400]), r"unknown option 'hiden' for 'ppmodels train vae'"),
+        (lambda d: d["options"].update(seed=None), r"option 'seed' is null: --seed needs a value"),
+    ],
+    ids=["string-epochs", "scalar-hidden", "options-list", "top-level-list", "bad-lr", "bad-choice", "unknown", "null"],
+)
+def test_a_damaged_run_file_is_one_line_naming_it(finished_run, tmp_path, capsys, edit, message):
+    import re
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(finished_run, out)
+    saved = json.loads((out / "run.json").read_text())
+    replaced = edit(saved)
+    (out / "run.json").write_text(
+        json.dumps(replaced if replaced is not None and not isinstance(replaced, dict) else saved)
+    )
+    capsys.readouterr()
+    assert main(["train", "vae", "--resume", str(out), "--epochs", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith(f"ppmodels train vae: error: {out / 'run.json'}"), err
+    assert re.search(message, err), err
+
+
+def test_resume_removes_what_a_killed_write_left_behind(finished_run, tmp_path, capsys):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(finished_run, out)
+    left = [
+        ".checkpoint.pt.ab12cd34.tmp",
+        ".metrics.json.x_9y8z7w.tmp",
+        ".model.pt.qwertyui.tmp",
+        ".loss.png.a1b2c3d4.tmp",
+    ]
+    for name in left:
+        (out / name).write_bytes(b"partial")
+    (out / "notes.tmp").write_text("mine")  # not one of the command's temporary files: kept
+    assert main(["train", "vae", "--resume", str(out), "--epochs", "2"]) == 0
+    names = {p.name for p in out.iterdir()}
+    assert not names & set(left) and "notes.tmp" in names
+
+
+def test_metrics_never_claim_an_epoch_the_checkpoint_lacks(tmp_path, capsys, monkeypatch):
+    """The checkpoint is written before metrics.json each epoch: when writing epoch 2's
+    checkpoint fails (a full disk, a kill), metrics.json still says 1."""
+    from ppmodels.infer import checkpoint
+
+    out = tmp_path / "run"
+    real = checkpoint.save
+    calls = []
+
+    def save(path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "save", save)
+    assert main(["train", "vae", *TINY_VAE, "--epochs", "3", "--out", str(out)]) == 2
+    assert json.loads((out / "metrics.json").read_text())["epochs_done"] == 1
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert len(state["fit"]["result"]["train_loss"]) == 1

@@ -15,6 +15,7 @@ from ppmodels.infer import compare
 from ppmodels.models import GaussianMixture
 
 import user_programs as up
+from tolerances import MC_SIGMAS, mcse_of_mean
 
 QUICK = {"num_samples": 60, "warmup_steps": 40, "vi_epochs": 150, "num_vi_samples": 500}
 
@@ -154,14 +155,26 @@ def test_the_mixture_brute_force_posterior_equals_quadrature():
 
 @pytest.mark.slow
 def test_nuts_and_vi_against_the_mixtures_exact_posterior():
-    """NUTS with enumeration recovers the exact assignment probabilities (mean error 0.01
-    measured, with ESS ~150) and the locations' means; mean-field VI, mode-seeking, is further
-    off (0.08 measured)."""
+    """NUTS with enumeration recovers the exact assignment probabilities and the locations'
+    means within Monte Carlo error (MC_SIGMAS standard errors computed from this run's own
+    draws and their effective sample size, so the bound holds on any platform); mean-field
+    VI, mode-seeking, is further off (0.08 measured: a bias, not Monte Carlo noise)."""
     train, test = mixture_data(seed=0)
-    result = compare(
-        GaussianMixture(), train, test, guides=("meanfield",), mcmc=("nuts",), num_samples=600, warmup_steps=200
-    )
+    mix = GaussianMixture()
+    result = compare(mix, train, test, guides=("meanfield",), mcmc=("nuts",), num_samples=600, warmup_steps=200)
     summary = {r["method"]: r for r in result.summary()}
-    assert summary["nuts"]["discrete_mean_abs_error"] < 0.03
-    assert summary["nuts"]["mean_abs_mean_error"] < 0.15
+    (x,) = train
+    exact = mix.exact_discrete(x)["assignment"].double()
+    # compare averages each draw's exact assignment posterior over (up to) 200 evenly spaced
+    # draws; the same draws' per-draw probabilities give the estimate's standard error
+    locs = result.method("nuts").site_samples["locs"].double()
+    idx = torch.linspace(0, len(locs) - 1, min(200, len(locs))).long()
+    comp = torch.distributions.Normal(locs[idx][:, None, :], mix.noise_scale).log_prob(x.double()[None, :, None])
+    per_draw = (comp + mix.weights.double().log()).softmax(-1)  # (draws, N, K)
+    estimate = result.method("nuts").discrete["assignment"].double()
+    torch.testing.assert_close(estimate, per_draw.mean(0), rtol=0, atol=1e-5)  # the same estimator
+    mcse = mcse_of_mean(per_draw)
+    assert (estimate - exact).abs().mean() <= MC_SIGMAS * mcse.mean(), (estimate - exact, mcse)
+    exact_locs = mix.exact_posterior(x)["mean"].double()
+    assert ((locs.mean(0) - exact_locs).abs() <= MC_SIGMAS * mcse_of_mean(locs)).all(), locs.mean(0)
     assert summary["meanfield"]["discrete_mean_abs_error"] < 0.12

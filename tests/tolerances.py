@@ -33,3 +33,18 @@ DDP_RTOL = 1e-5
 #: rounding that compounds over a few hundred steps (measured: ~1e-6 relative on the losses).
 PYRO_LOSS_RTOL = 1e-4
 PYRO_PARAM_ATOL = 1e-4
+
+
+def mcse_of_mean(draws):
+    """The Monte Carlo standard error of the mean of ``draws`` (one chain, draws on the first
+    dimension; any shape after it): sd / sqrt(ESS), with the ESS of these draws (Pyro's
+    estimator, Geyer's initial monotone sequence). A seeded Monte Carlo figure is checked
+    against ``MC_SIGMAS`` of these, computed on the run itself, never against a figure
+    measured once: another platform's float order or library version moves the draws."""
+    import math
+
+    from pyro.ops.stats import effective_sample_size
+
+    draws = draws.double()
+    ess = effective_sample_size(draws.unsqueeze(0), chain_dim=0, sample_dim=1).clamp(min=1.0)
+    return draws.std(0) / ess.sqrt() if draws.shape[0] > 1 else draws.new_full(draws.shape[1:], math.inf)

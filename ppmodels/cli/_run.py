@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -121,11 +122,11 @@ class RunDir:
             ) from None
         except (OSError, ValueError) as exc:
             raise CommandError(f"--resume {self.path}: {run_file} is unreadable ({exc})") from None
+        options = _check_run_file(saved, run_file, self.command)
         if saved.get("command") != self.command:
             raise CommandError(
                 f"--resume {self.path}: that run is 'ppmodels {saved.get('command')}', not 'ppmodels {self.command}'"
             )
-        options = saved.get("options", {})
         changed = []
         for key, value in explicit.items():
             if key in _FREE or key not in options or key == "epochs":
@@ -147,6 +148,7 @@ class RunDir:
                 f"--resume {self.path}: --epochs {args.epochs} is fewer than the {done} epochs the run has done"
             )
         self._make()
+        remove_partial_writes(self.path)
 
     def epochs_done(self):
         try:
@@ -194,6 +196,8 @@ class RunDir:
         run = self
 
         class WriteMetrics(Callback):
+            after_checkpoint = True  # metrics.json never claims an epoch that checkpoint.pt does not hold
+
             def on_epoch_end(self, state):
                 r = state.result
                 data = {
@@ -208,6 +212,86 @@ class RunDir:
                 run.write_json("metrics.json", data)
 
         return WriteMetrics()
+
+
+#: what :func:`ppmodels._atomic.replaced_atomically` names its temporary files: ``.NAME.XXXXXXXX.tmp``
+_PARTIAL = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp$")
+
+
+def remove_partial_writes(folder: Path) -> list:
+    """Remove the temporary files that a run killed while writing left in its folder (a file
+    being replaced atomically is written beside it first); returns their names."""
+    removed = []
+    for path in folder.iterdir():
+        if _PARTIAL.match(path.name) and path.is_file():
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed.append(path.name)
+    return removed
+
+
+def _subparser(command: str):
+    """The parser of ``command`` (e.g. ``"train vae"``), to read a run's options as the
+    command line would."""
+    import argparse
+
+    from . import build_parser
+
+    parser = build_parser()
+    for word in command.split():
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = sub.choices[word]
+    return parser
+
+
+def _check_run_file(saved, run_file: Path, command: str) -> dict:
+    """``run.json``'s options, each checked as the command line checks it (its type, its
+    choices) and against what the command writes there; anything else is a
+    :class:`CommandError` naming ``run.json``, the option and the value."""
+    if not isinstance(saved, dict) or not isinstance(saved.get("options", {}), dict):
+        got = type(saved).__name__ if not isinstance(saved, dict) else f'"options" as {type(saved["options"]).__name__}'
+        raise CommandError(
+            f'{run_file} is not a run file of this command: it must be an object with "command" and an "options" '
+            f"object, but holds {got}"
+        )
+    if not isinstance(saved.get("command"), str) or saved["command"] != command:
+        return saved.get("options", {})  # the caller names the other command
+    actions = {a.dest: a for a in _subparser(command)._actions if a.option_strings and a.dest not in _FREE}
+    options = saved.get("options", {})
+    for key, value in options.items():
+        action = actions.get(key)
+        if action is None:
+            raise CommandError(
+                f"{run_file}: unknown option {key!r} for 'ppmodels {command}' (its options are "
+                f"{', '.join(sorted(actions))})"
+            )
+        flag = action.option_strings[-1 if action.nargs == 0 else 0]
+        problem = _option_problem(action, value)
+        if problem is not None:
+            raise CommandError(f"{run_file}: option {key!r} is {json.dumps(value)}: {flag} {problem}")
+    return options
+
+
+def _option_problem(action, value):
+    """Why ``value`` (from JSON) is not what the command writes for ``action``, or ``None``."""
+    import argparse
+
+    if value is None:
+        return None if action.default is None else f"needs a value (default {_show(action.default)})"
+    if action.nargs == 0:  # a flag: true or false
+        return None if isinstance(value, bool) else "is a flag: true or false"
+    if isinstance(value, bool) or not isinstance(value, (str, int, float, list)):
+        return f"takes {'a text' if action.type is None else 'a value'} as on the command line"
+    text = _show(value) if isinstance(value, list) else str(value)
+    try:
+        parsed = action.type(text) if action.type is not None else text
+    except (argparse.ArgumentTypeError, TypeError, ValueError) as exc:
+        return str(exc)
+    if action.choices is not None and parsed not in action.choices:
+        return f"must be one of {', '.join(map(str, action.choices))}"
+    if _plain(parsed) != value or isinstance(value, str) != isinstance(parsed, str):
+        return f"must be written as {json.dumps(_plain(parsed))}, as the command writes it"
+    return None
 
 
 def _show(value):

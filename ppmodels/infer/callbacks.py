@@ -37,7 +37,15 @@ from .._validate import check_choice, check_nonnegative_int, check_positive_floa
 
 
 class Callback:
-    """Base class: every hook does nothing."""
+    """Base class: every hook does nothing.
+
+    :cvar after_checkpoint: run this callback's hooks after fit's checkpoint is written (and
+        not before, as other callbacks are): for callbacks that report what the checkpoint
+        holds, such as a metrics file, which must never claim an epoch the checkpoint lacks.
+        Their own state is not saved in the checkpoint.
+    """
+
+    after_checkpoint = False
 
     def on_fit_start(self, state):
         pass

@@ -541,6 +541,11 @@ def compare(
                 f"the model failed on `train` before any inference ran: {type(error).__name__}: {error}"
             ) from error
         names = _names(sites)
+        if not names and not discrete:
+            raise ValueError(
+                "the model has no latent sites (every pyro.sample site in it is observed), so there is nothing to "
+                "infer: compare needs at least one pyro.sample site without obs="
+            )
         if mcmc and len(names) > max_latents:
             raise ValueError(
                 f"the model has {len(names)} latent dimensions, more than max_latents={max_latents} for "

@@ -173,7 +173,7 @@ def fit(
         scheduler steps once per epoch (e.g. ``lambda opt: ExponentialLR(opt, 0.99)``).
     :param callbacks: :class:`~ppmodels.infer.callbacks.Callback` instances, called in order
         after fit's own (NaN guard, scheduler, validation) and before its checkpoint and
-        progress display.
+        progress display (those with ``after_checkpoint = True`` after the checkpoint).
     :param str validate: ``"first"`` checks the model's shapes and distribution arguments
         on the first step only (the fast default), ``"always"`` on every step, ``"never"``.
     :param bool distributed: train with ``torch.nn.parallel.DistributedDataParallel`` across
@@ -386,9 +386,10 @@ class _Run:
         if o["scheduler"] is not None:
             cbs.append(LRScheduler(o["scheduler"]))
         cbs.append(Validation(self._validation_loss if self.val is not None else None))
-        cbs += list(o["callbacks"])
+        cbs += [cb for cb in o["callbacks"] if not cb.after_checkpoint]
         if o["checkpoint"] is not None and self.rank == 0:
             cbs.append(Checkpoint(o["checkpoint"], self.save))
+        cbs += [cb for cb in o["callbacks"] if cb.after_checkpoint]
         progress = False if self.rank != 0 else o["progress"]
         mode = {None: "auto", True: "bar", False: "off", "log": "log"}[progress]
         steps = _len_or_none(self.train.source)
@@ -710,7 +711,7 @@ def _match_dtype(batch, pair):
 
 
 def _keeps_state(cb) -> bool:
-    return type(cb).state_dict is not Callback.state_dict
+    return type(cb).state_dict is not Callback.state_dict and not cb.after_checkpoint
 
 
 def _has_leaf(value) -> bool:
