@@ -25,6 +25,7 @@ MAP_PAIR = textwrap.dedent(
     class MAPRegression(nn.Module):
         '''Linear regression with a point-mass guide: its loss has no Monte Carlo noise.'''
         num_data = None
+        scales_by_num_data = True  # fit sets num_data and this pair scales its batches by it
 
         def __init__(self):
             super().__init__()

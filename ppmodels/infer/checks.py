@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass, field
 
 import pyro.infer
+import torch
 from pyro.poutine.messenger import Messenger
 
 from .elbo import estimator_name, is_jit
@@ -55,7 +56,7 @@ class SiteRecorder(Messenger):
         self.active = False
 
     def __enter__(self):
-        self.sites, self.active = [], True
+        self.sites, self.active, self._cleared = [], True, set()
         return super().__enter__()
 
     def __exit__(self, *exc):
@@ -96,6 +97,15 @@ class SiteRecorder(Messenger):
         self.sites.append(
             Site(msg["name"], self.current or "model", "param", shape=tuple(getattr(value, "shape", ())), value=value)
         )
+        # What the step trains starts without gradients, as after pyro.infer.SVI.step: a tensor
+        # is cleared the first time the step announces it (its forward pass, before any backward
+        # pass of the step), so a network registered with pyro.module that kept gradients from
+        # earlier work (another fit, the user's own loop) does not add them to this step's.
+        leaf = value.unconstrained() if callable(getattr(value, "unconstrained", None)) else value
+        if isinstance(leaf, torch.Tensor) and id(leaf) not in self._cleared:
+            self._cleared.add(id(leaf))
+            if leaf.grad is not None:
+                leaf.grad = None
 
     # -- views -------------------------------------------------------------------------
     def samples(self, role):
@@ -162,6 +172,24 @@ def check_batch_scaling(recorder: SiteRecorder, num_data: int, batch: int, batch
         f"set there); or pass the whole data set and subsample in the model, pyro.plate({plate_name!r}, "
         f"size={num_data}, subsample_size={batch}); or train full batch (batch_size=None)."
     )
+
+
+def data_plate(recorder: SiteRecorder):
+    """``(name, size)`` of the plate that the model's observed sites are the data of, from the
+    first step: the plate they are subsampled from (its full size), else the outermost plate
+    they all share; ``None`` when they share none (or the model observes nothing)."""
+    observed = [s for s in recorder.samples("model") if s.is_observed and not s.is_factor]
+    if not observed:
+        return None
+    for site in observed:
+        for f in site.frames:
+            if f.full_size is not None and f.size not in (-1, f.full_size) and f.full_size > 0:
+                return f.name, int(f.full_size)
+    shared = set.intersection(*({f.name for f in s.frames} for s in observed))
+    for f in reversed(observed[0].frames):  # outermost first
+        if f.name in shared and f.full_size is not None and f.full_size > 0:
+            return f.name, int(f.full_size)
+    return None
 
 
 def check_per_datum_params(recorder: SiteRecorder, num_data: int):

@@ -92,7 +92,10 @@ def get_elbo(
 ) -> pyro.infer.ELBO:
     """A Pyro ELBO from a name, or ``elbo`` itself if it is already a ``pyro.infer.ELBO``.
 
-    :param elbo: one of :data:`ELBO_NAMES` or a ``pyro.infer.ELBO`` instance.
+    :param elbo: one of :data:`ELBO_NAMES`, a name with its options as ``(name, {option:
+        value})`` — the keywords below and any keyword of the Pyro class the name builds, e.g.
+        ``("enum", {"max_plate_nesting": 2})`` or ``("jit-enum", {"jit_options": {...}})`` —
+        or a ``pyro.infer.ELBO`` instance.
     :param int num_particles: Monte Carlo particles per step (default 1; 5 for ``iwae``
         and ``renyi``, whose bounds need several).
     :param bool vectorize_particles: draw the particles in one vectorised pass (default: only
@@ -113,9 +116,34 @@ def get_elbo(
                 f"the ELBO instance {type(elbo).__name__} already has its own"
             )
         return elbo
+    extra = {}
+    if isinstance(elbo, tuple):
+        if len(elbo) != 2 or not isinstance(elbo[0], str) or not isinstance(elbo[1], dict):
+            raise TypeError(
+                "`elbo` as a tuple must be (name, {option: value}), e.g. ('enum', {'max_plate_nesting': 2}), "
+                f"but got {elbo!r}"
+            )
+        elbo, options = elbo[0], dict(elbo[1])
+        given = {
+            "num_particles": num_particles,
+            "vectorize_particles": vectorize_particles,
+            "alpha": alpha,
+            "max_plate_nesting": max_plate_nesting,
+            "enumerate_guide": enumerate_guide,
+        }
+        twice = sorted(k for k in options if k in given and given[k] is not None)
+        if twice:
+            raise ValueError(f"`elbo`: {twice} given both in the estimator's options and as arguments; give each once")
+        num_particles = options.pop("num_particles", num_particles)
+        vectorize_particles = options.pop("vectorize_particles", vectorize_particles)
+        alpha = options.pop("alpha", alpha)
+        max_plate_nesting = options.pop("max_plate_nesting", max_plate_nesting)
+        enumerate_guide = options.pop("enumerate_guide", enumerate_guide)
+        extra = options
     if not isinstance(elbo, str):
         raise TypeError(
-            f"`elbo` must be a name in {list(ELBO_NAMES)} or a pyro.infer.ELBO instance, but got {type(elbo).__name__}"
+            f"`elbo` must be a name in {list(ELBO_NAMES)}, a (name, options) tuple or a pyro.infer.ELBO instance, "
+            f"but got {type(elbo).__name__}"
         )
     if elbo not in ESTIMATORS:
         raise ValueError(
@@ -154,7 +182,32 @@ def get_elbo(
             raise ValueError(f"`alpha` for 'renyi' must be >= 0 and != 1 (alpha=1 is 'trace'), but got {alpha!r}")
     elif alpha is not None:
         raise ValueError(f"`alpha` applies to 'renyi' only, but got alpha={alpha!r} with elbo={elbo!r}")
+    if extra:
+        accepted = _constructor_keywords(cls)
+        unknown = sorted(k for k in extra if k not in accepted or k in kwargs)
+        if unknown:
+            raise ValueError(
+                f"`elbo`: {elbo!r} ({cls.__name__}) takes no option {unknown}; its options are "
+                f"{sorted(set(accepted) | {'num_particles', 'vectorize_particles', 'max_plate_nesting'})}"
+            )
+        kwargs.update(extra)
     return cls(**kwargs)
+
+
+def _constructor_keywords(cls) -> set:
+    """The keyword arguments a Pyro ELBO class's constructor takes (through its bases)."""
+    import inspect
+
+    names = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        for p in inspect.signature(init).parameters.values():
+            if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+                names.add(p.name)
+    names.discard("kwargs")
+    return names
 
 
 def estimator_name(elbo) -> str:

@@ -55,6 +55,10 @@ class FitResult:
     :ivar losses: every step's loss as the estimator returned it (what ``pyro.infer.SVI.step``
         returns: the batch's negative ELBO as the model scales it).
     :ivar stopped: why training stopped before ``epochs`` (a callback's reason), else ``None``.
+    :ivar per: what ``train_loss`` and ``val_loss`` are per: ``"sample"`` (each batch's loss
+        over its samples, or the data set's size for a pair that scales its batches) or
+        ``"datum of plate 'NAME' (N)"`` (a user's program: the plate its observed sites are
+        the data of, as the first step's trace shows it).
     """
 
     train_loss: list = field(default_factory=list)
@@ -65,6 +69,7 @@ class FitResult:
     estimator: str = "trace"
     losses: list = field(default_factory=list)
     stopped: str | None = None
+    per: str = "sample"
 
     @property
     def epochs(self) -> int:
@@ -99,6 +104,7 @@ def fit(
     pair=None,
     data=None,
     *,
+    kwargs: dict | None = None,
     model=None,
     guide=None,
     epochs: int = 10,
@@ -150,10 +156,15 @@ def fit(
         In a tuple or dict, tensors with a first dimension are the data (sliced into
         mini-batches); flags, numbers, ``None``, 0-d tensors and lists reach the model
         unchanged at every step.
+    :param dict kwargs: keyword arguments for the model and guide at every step, unchanged,
+        beside the positional ones in ``data``: ``fit(pair, (x, lengths), kwargs={"args":
+        args, "batch_size": 8})`` is ``SVI.step(x, lengths, args=args, batch_size=8)``. With
+        Pyro's JIT estimators (``jit-*``) this is where non-tensor arguments go, as Pyro asks.
     :param int epochs: total number of epochs (with ``resume``, counting those already done).
     :param int batch_size: mini-batch size for tensors and datasets (see ``data``).
-    :param elbo: an estimator name (see :data:`ppmodels.infer.ELBO_NAMES`) or a
-        ``pyro.infer.ELBO`` instance.
+    :param elbo: an estimator name (see :data:`ppmodels.infer.ELBO_NAMES`), a name with its
+        options as ``(name, {option: value})`` (e.g. ``("enum", {"max_plate_nesting": 2})``;
+        see :func:`ppmodels.infer.get_elbo`), or a ``pyro.infer.ELBO`` instance.
     :param optimizer: ``None`` (Adam with ``lr``), a ``torch.optim.Optimizer``, an optimizer
         class or factory ``params -> Optimizer``, or a ``pyro.optim`` optimizer.
     :param val_data: data for the validation loss after each epoch (passed like ``data``).
@@ -193,7 +204,8 @@ def fit(
         step). Each check reads the loss back from the device, which a GPU waits for; with N > 1
         the parameters and optimizer state are kept at each good check, and a NaN found later
         restores them before :class:`NonFiniteLossError` is raised.
-    :returns: :class:`FitResult` with per-epoch losses in nats per sample.
+    :returns: :class:`FitResult` with per-epoch losses in nats per sample (``FitResult.per``
+        says per what). When ``fit`` returns (or raises), no trained tensor holds a gradient.
     :raises NonFiniteLossError: the loss became NaN or infinite (epoch and step named).
     :raises ValueError: before any update, when the first step shows the run would be
         silently wrong (unscaled mini-batches of a model with global latents, per-datum
@@ -239,6 +251,7 @@ def fit(
             raise
         finally:
             cbs.on_fit_end(state)
+            run.clear_gradients()  # as after pyro.infer.SVI.step: nothing left for the next step to add to
     return run.finish()
 
 
@@ -252,6 +265,7 @@ class _Run:
                 "fit(distributed=True) needs the pair to be a torch.nn.Module (its parameters are synchronised)"
             )
         self.pair = as_pair(o["pair"], o["model"], o["guide"])
+        self.fixed_kwargs = _check_fixed_kwargs(o["kwargs"], o["data"])
         self.epochs = check_positive_int(o["epochs"], "epochs")
         check_choice(o["validate"], "validate", ["first", "always", "never"])
         if not isinstance(o["callbacks"], (list, tuple)) or not all(isinstance(c, Callback) for c in o["callbacks"]):
@@ -319,12 +333,11 @@ class _Run:
                 o["val_data"], o["batch_size"], shuffle=False, name="val_data", full_batch=not self.own
             )
         n = self.train.num_data
-        if hasattr(pair, "set_num_data"):
+        if self.own:
             pair.set_num_data(n)
-        elif hasattr(pair, "num_data"):
-            pair.num_data = n
-        # per-sample losses: an own pair's batch loss estimates the whole data set's
-        self.denominator = n if getattr(pair, "num_data", None) else None
+        # per-sample losses: an own pair's batch loss estimates the whole data set's; a user's
+        # program's denominator is set by the first step (the size of its observed sites' plate)
+        self.denominator = n if self.own else None
         self.passes_indices = not self.own and names_keyword(getattr(pair, "model_fn", pair.model), "subsample")
         if self.passes_indices:
             check_keywords(pair, ["subsample"], "fit (the model takes `subsample`, so fit)")
@@ -335,7 +348,9 @@ class _Run:
                     "or a DataLoader with shuffle=False"
                 )
 
-        nesting = getattr(pair, "max_plate_nesting", None) if isinstance(o["elbo"], str) else None
+        nesting = getattr(pair, "max_plate_nesting", None) if isinstance(o["elbo"], (str, tuple)) else None
+        if isinstance(o["elbo"], tuple) and isinstance(o["elbo"][-1], dict) and "max_plate_nesting" in o["elbo"][-1]:
+            nesting = None  # the options say it
         self.loss = get_elbo(o["elbo"], o["num_particles"], o["vectorize_particles"], max_plate_nesting=nesting)
         self.recorder = checks.SiteRecorder()
         self.objective = Objective(
@@ -417,6 +432,27 @@ class _Run:
             self.train.source.sampler.set_epoch(self.state.epoch)
         return self.train.indexed()
 
+    def call_arguments(self, batch):
+        """A batch as the model's ``(args, kwargs)``, with ``fit(kwargs=...)`` added."""
+        args, kwargs = (batch, {}) if isinstance(batch, tuple) else ((), batch)
+        if self.fixed_kwargs:
+            clash = sorted(set(kwargs) & set(self.fixed_kwargs))
+            if clash:
+                raise ValueError(
+                    f"`kwargs` and the batch both pass the keyword argument(s) {clash}; give each argument once"
+                )
+            kwargs = {**kwargs, **self.fixed_kwargs}
+        return args, kwargs
+
+    def clear_gradients(self):
+        """Drop the gradients of everything the optimizer trains (pyro.param sites and networks
+        registered with pyro.module included), as ``pyro.infer.SVI.step`` leaves them."""
+        tensors = [t for _, t in self.params]
+        if self.optimizer is not None:
+            tensors += [p for g in self.optimizer.param_groups for p in g["params"]]
+        for t in tensors:
+            t.grad = None
+
     def start_epoch_(self, state):
         if isinstance(self.pair, torch.nn.Module):
             self.pair.train()
@@ -427,7 +463,7 @@ class _Run:
         if not self.checked_stream:
             check_batch_finite(batch, "data", self.seen)
         batch = to_device(batch, self.device)
-        args, kwargs = (batch, {}) if isinstance(batch, tuple) else ((), batch)
+        args, kwargs = self.call_arguments(batch)
         if self.passes_indices and indices is not None:
             kwargs = {**kwargs, "subsample": indices.to(self.device) if self.device is not None else indices}
         state.step_in_epoch, state.batch, state.batch_size = i, (args, kwargs), batch_size_of(batch)
@@ -478,8 +514,12 @@ class _Run:
         o = self.options
         if kwargs:
             check_keywords(
-                self.pair, list(kwargs), "fit (a dict batch's keys, and callbacks' keywords, are keyword arguments)"
+                self.pair,
+                list(kwargs),
+                "fit (a dict batch's keys, `kwargs` and callbacks' keywords are keyword arguments)",
             )
+        if is_jit(self.loss):
+            _check_jit_arguments(self.pair, args, estimator_name(self.loss))
         for p in _parameters(self.pair):
             p.grad = None
         with pyro.validation_enabled(o["validate"] != "never"), self.recorder:
@@ -555,7 +595,10 @@ class _Run:
                     scaling = checks.check_batch_scaling(rec, n, b, option)
                     self.denominator = n if scaling.scaled else None
                 else:
-                    self.denominator = n
+                    plate = checks.data_plate(rec)
+                    self.denominator = plate[1] if plate is not None else n
+                    if plate is not None:
+                        self.result.per = f"datum of plate {plate[0]!r} ({plate[1]})"
                 if self.shuffle and not self.passes_indices:
                     checks.check_per_datum_params(rec, n)
         except ValueError as error:
@@ -587,7 +630,7 @@ class _Run:
         with pyro.validation_enabled(False):
             for batch in self.val:
                 batch = to_device(as_args(batch), self.device)
-                args, kwargs = (batch, {}) if isinstance(batch, tuple) else ((), batch)
+                args, kwargs = self.call_arguments(batch)
                 b = batch_size_of(batch)
                 total += self.objective.loss(args, kwargs) / (self.denominator if self.own else b) * b
                 seen += b
@@ -656,7 +699,7 @@ class _Run:
             return
         batch, indices = next(iter(self.train.indexed()))
         batch = to_device(batch, self.device)
-        args, kwargs = (batch, {}) if isinstance(batch, tuple) else ((), batch)
+        args, kwargs = self.call_arguments(batch)
         if self.passes_indices and indices is not None:
             kwargs = {**kwargs, "subsample": indices}
         try:
@@ -693,6 +736,44 @@ class _Run:
         for cb, entry in zip(keeping, saved):
             if entry["type"] == type(cb).__name__:
                 cb.load_state_dict(entry["state"])
+
+
+def _check_fixed_kwargs(kwargs, data):
+    if kwargs is None:
+        return {}
+    if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+        raise TypeError(
+            "`kwargs` must be a dict of keyword arguments for the model and guide (names to values), but got "
+            f"{type(kwargs).__name__}"
+        )
+    if "subsample" in kwargs:
+        raise ValueError("`kwargs` may not hold 'subsample': fit passes each batch's indices there itself")
+    if isinstance(data, dict):
+        clash = sorted(set(data) & set(kwargs))
+        if clash:
+            raise ValueError(f"`data` (a dict of keyword arguments) and `kwargs` both give {clash}; give each once")
+    return dict(kwargs)
+
+
+def _check_jit_arguments(pair, args, name):
+    """Pyro's JIT estimators trace the positional arguments as tensors (and key their compiled
+    graphs on the keyword ones): anything else there fails deep in torch's tracer."""
+    import inspect
+
+    for i, value in enumerate(args):
+        if isinstance(value, torch.Tensor):
+            continue
+        fn = getattr(pair, "model_fn", pair.model)
+        try:
+            names = list(inspect.signature(fn).parameters)
+            label = f"argument {i} ({names[i]!r})" if i < len(names) else f"argument {i}"
+        except (TypeError, ValueError):
+            label = f"argument {i}"
+        raise ValueError(
+            f"elbo={name!r} (Pyro's JIT) takes tensors as positional arguments, but {label} of the model is a "
+            f"{type(value).__name__}: pass it by keyword, fit(..., kwargs={{...}}), as SVI.step(*tensors, **others) "
+            "would, or use the estimator without 'jit-'"
+        )
 
 
 def _match_dtype(batch, pair):

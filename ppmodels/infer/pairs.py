@@ -81,9 +81,12 @@ def as_pair(pair=None, model=None, guide=None) -> torch.nn.Module:
 
 
 def declares_data_size(pair) -> bool:
-    """ppmodels' convention: a pair with ``num_data``/``set_num_data`` scales its own
-    mini-batches to the data set's size."""
-    return hasattr(pair, "set_num_data") or hasattr(pair, "num_data")
+    """ppmodels' convention: a pair marked ``scales_by_num_data = True`` (a
+    :class:`ppmodels.models.DataSizeMixin`, as ppmodels' own pairs are) scales its own
+    mini-batches to the data set's size, which ``fit`` gives it with ``set_num_data``. A
+    ``num_data`` attribute alone does not count: Pyro's own modules may have one with another
+    meaning (``pyro.contrib.gp``'s VariationalSparseGP scales its likelihood by it)."""
+    return getattr(type(pair), "scales_by_num_data", False) is True and callable(getattr(pair, "set_num_data", None))
 
 
 def _signature(fn):

@@ -15,6 +15,10 @@ class DataSizeMixin:
     """
 
     num_data = None
+    #: the marker :func:`ppmodels.infer.fit` reads to treat a pair as one that scales its own
+    #: mini-batches by ``num_data`` (a name no Pyro class has: Pyro's own modules may have a
+    #: ``num_data`` attribute of their own, e.g. ``pyro.contrib.gp``'s VariationalSparseGP)
+    scales_by_num_data = True
 
     def set_num_data(self, num_data):
         self.num_data = None if num_data is None else check_positive_int(num_data, "num_data")

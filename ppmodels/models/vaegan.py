@@ -53,6 +53,8 @@ class VAEGAN(nn.Module):
         self.discriminator_steps = check_nonnegative_int(discriminator_steps, "discriminator_steps")
         self.__dict__["_d_optimizer"] = None
 
+    scales_by_num_data = True  # as DataSizeMixin: fit sets num_data (the VAE's) and this pair scales its batches
+
     @property
     def num_data(self):
         return self.vae.num_data
