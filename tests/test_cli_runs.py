@@ -410,3 +410,45 @@ def test_metrics_never_claim_an_epoch_the_checkpoint_lacks(tmp_path, capsys, mon
     assert json.loads((out / "metrics.json").read_text())["epochs_done"] == 1
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     assert len(state["fit"]["result"]["train_loss"]) == 1
+
+
+# -- threads on a busy machine -------------------------------------------------------------------
+THREADS_PROBE = (
+    "import os, sys; from ppmodels.cli import main; code = main(['sample', sys.argv[1]]); import torch; "
+    "print(code, torch.get_num_threads(), os.environ.get('OMP_NUM_THREADS'))"
+)
+
+
+@pytest.mark.parametrize(
+    "env,expected",
+    [
+        ({}, "2 1 1"),  # the command's default: one thread, set before torch loads
+        ({"PPMODELS_THREADS": "2"}, "2 2 2"),
+        ({"OMP_NUM_THREADS": "2"}, "2 2 2"),  # the user's own setting is kept
+        ({"PPMODELS_THREADS": "omp"}, None),  # OpenMP's own default: a thread per core
+    ],
+    ids=["default", "ppmodels-threads", "omp-num-threads", "omp"],
+)
+def test_the_command_sets_its_threads_before_torch_loads(tmp_path, env, expected):
+    base = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "PPMODELS_THREADS")}
+    done = subprocess.run(
+        [sys.executable, "-c", THREADS_PROBE, str(tmp_path)], env={**base, **env}, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    if expected is None:
+        code, threads, variable = done.stdout.split()
+        assert (code, variable, int(threads)) == ("2", "None", torch.get_num_threads())
+    else:
+        assert done.stdout.strip() == expected
+
+
+def test_a_bad_thread_setting_is_one_line():
+    done = run_command("sample", ".", env={**os.environ, "PPMODELS_THREADS": "many"})
+    assert done.returncode == 2
+    assert done.stderr.strip() == "ppmodels: error: PPMODELS_THREADS must be a positive int or 'omp', but got 'many'"
+
+
+def test_a_program_that_loaded_torch_keeps_its_threads(tmp_path):
+    before, variable = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    assert main(["sample", str(tmp_path)]) == 2
+    assert (torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")) == (before, variable)

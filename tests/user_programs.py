@@ -408,3 +408,122 @@ class M2(nn.Module):
             xy = torch.cat([xs.expand(batch + xs.shape[-1:]), ys.expand(batch + ys.shape[-1:])], -1)
             loc, raw = self.encoder_z(xy).chunk(2, -1)
             pyro.sample("z", dist.Normal(loc, nn.functional.softplus(raw) + 1e-3).to_event(1))
+
+
+# -- amortised LDA (examples/lda.py's shape of program) ---------------------------------------
+def lda_model(data=None, args=None, batch_size=None):
+    """Documents as columns of word ids, data of shape (words per document, documents); the
+    words' topics are summed out (parallel enumeration), the documents' topics amortised."""
+    with pyro.plate("topics", args.num_topics):
+        topic_weights = pyro.sample("topic_weights", dist.Gamma(1.0 / args.num_topics, 1.0))
+        topic_words = pyro.sample("topic_words", dist.Dirichlet(torch.ones(args.num_words) / args.num_words))
+    with pyro.plate("documents", args.num_docs) as ind:
+        if data is not None:
+            data = data[:, ind]
+        doc_topics = pyro.sample("doc_topics", dist.Dirichlet(topic_weights))
+        with pyro.plate("words", args.num_words_per_doc):
+            word_topics = pyro.sample("word_topics", dist.Categorical(doc_topics), infer={"enumerate": "parallel"})
+            data = pyro.sample("doc_words", dist.Categorical(topic_words[word_topics]), obs=data)
+    return topic_weights, topic_words, data
+
+
+def lda_predictor(args, seed=0):
+    torch.manual_seed(seed)
+    sizes = [args.num_words, *args.hidden, args.num_topics]
+    layers = []
+    for a, b in zip(sizes, sizes[1:]):
+        layers += [nn.Linear(a, b), nn.Sigmoid()]
+    return nn.Sequential(*layers, nn.Softmax(dim=-1))
+
+
+def lda_guide(predictor, data, args, batch_size=None):
+    """Conjugate global posteriors as pyro.param; the documents' topics from a network
+    registered with pyro.module; bound to its network with functools.partial, as lda.py does."""
+    weights = pyro.param(
+        "topic_weights_posterior", lambda: torch.ones(args.num_topics), constraint=constraints.positive
+    )
+    words = pyro.param(
+        "topic_words_posterior",
+        lambda: torch.ones(args.num_topics, args.num_words),
+        constraint=constraints.greater_than(0.5),
+    )
+    with pyro.plate("topics", args.num_topics):
+        pyro.sample("topic_weights", dist.Gamma(weights, 1.0))
+        pyro.sample("topic_words", dist.Dirichlet(words))
+    pyro.module("predictor", predictor)
+    with pyro.plate("documents", args.num_docs, batch_size) as ind:
+        data = data[:, ind]
+        counts = torch.zeros(args.num_words, ind.size(0)).scatter_add(0, data, torch.ones(data.shape))
+        pyro.sample("doc_topics", dist.Delta(predictor(counts.transpose(0, 1)), event_dim=1))
+
+
+def lda_data(args, seed=0):
+    pyro.set_rng_seed(seed)
+    return lda_model(args=args)[2]
+
+
+# -- hmm.py's models 1 and 5 on small sequences ------------------------------------------------
+def hmm_sequences(num_sequences=6, max_length=5, data_dim=4, seed=0):
+    """Binary "tones" (num_sequences, max_length, data_dim) with lengths in [3, max_length]."""
+    g = torch.Generator().manual_seed(seed)
+    sequences = (torch.rand(num_sequences, max_length, data_dim, generator=g) < 0.3).float()
+    lengths = torch.randint(3, max_length + 1, (num_sequences,), generator=g)
+    return sequences, lengths
+
+
+def hmm_model_1(sequences, lengths, args, batch_size=None, include_prior=True):
+    """A discrete HMM with priors on its transition and emission probabilities; the hidden
+    states are summed out; sequences subsampled in a plate at dim -2, tones at dim -1."""
+    num_sequences, max_length, data_dim = map(int, sequences.shape)
+    with pyro.poutine.mask(mask=include_prior):
+        probs_x = pyro.sample("probs_x", dist.Dirichlet(0.9 * torch.eye(args.hidden_dim) + 0.1).to_event(1))
+        probs_y = pyro.sample("probs_y", dist.Beta(0.1, 0.9).expand([args.hidden_dim, data_dim]).to_event(2))
+    tones_plate = pyro.plate("tones", data_dim, dim=-1)
+    with pyro.plate("sequences", num_sequences, batch_size, dim=-2) as batch:
+        lengths = lengths[batch]
+        x = 0
+        for t in pyro.markov(range(max_length if args.jit else int(lengths.max()))):
+            with pyro.poutine.mask(mask=(t < lengths).unsqueeze(-1)):
+                x = pyro.sample(f"x_{t}", dist.Categorical(probs_x[x]), infer={"enumerate": "parallel"})
+                with tones_plate:
+                    pyro.sample(f"y_{t}", dist.Bernoulli(probs_y[x.squeeze(-1)]), obs=sequences[batch, t])
+
+
+class TonesNet(nn.Module):
+    """p(y_t | x_t, y_{t-1}) as logits: the hidden state's embedding plus the previous tones."""
+
+    def __init__(self, hidden_dim, data_dim):
+        super().__init__()
+        self.x_to_y = nn.Embedding(hidden_dim, data_dim)
+        self.y_to_y = nn.Linear(data_dim, data_dim)
+
+    def forward(self, x, y):
+        return self.x_to_y(x.squeeze(-1)) + self.y_to_y(y)
+
+
+def make_hmm_model_5(net):
+    """hmm.py's model 5: tones depend on the hidden state and the previous tones through a
+    network registered with pyro.module."""
+
+    def hmm_model_5(sequences, lengths, args, batch_size=None, include_prior=True):
+        num_sequences, max_length, data_dim = map(int, sequences.shape)
+        pyro.module("tones_generator", net)
+        with pyro.poutine.mask(mask=include_prior):
+            probs_x = pyro.sample("probs_x", dist.Dirichlet(0.9 * torch.eye(args.hidden_dim) + 0.1).to_event(1))
+        with pyro.plate("sequences", num_sequences, batch_size, dim=-2) as batch:
+            lengths = lengths[batch]
+            x, y = 0, torch.zeros(data_dim)
+            for t in pyro.markov(range(max_length if args.jit else int(lengths.max()))):
+                with pyro.poutine.mask(mask=(t < lengths).unsqueeze(-1)):
+                    x = pyro.sample(f"x_{t}", dist.Categorical(probs_x[x]), infer={"enumerate": "parallel"})
+                    with pyro.plate(f"tones_{t}", data_dim, dim=-1):
+                        y = pyro.sample(f"y_{t}", dist.Bernoulli(logits=net(x, y)), obs=sequences[batch, t])
+
+    return hmm_model_5
+
+
+def hmm_guide(model):
+    """hmm.py's guide: a MAP (AutoDelta) guide over the probabilities only."""
+    from pyro.infer.autoguide import AutoDelta
+
+    return AutoDelta(pyro.poutine.block(model, expose_fn=lambda msg: msg["name"].startswith("probs_")))

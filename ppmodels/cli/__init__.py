@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import bnn, compare, images, neural_process, sample, ssvae
+from . import _threads, bnn, compare, images, neural_process, sample, ssvae
 from ._options import Formatter
 from ._run import CommandError
 
@@ -44,6 +44,11 @@ def build_parser(explicit: bool = False):
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        _threads.configure()  # before torch loads: one thread unless told otherwise (see _threads)
+    except ValueError as exc:
+        print(f"ppmodels: error: {exc}", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     explicit = vars(build_parser(explicit=True).parse_args(argv))
     name = args.command + (f" {args.model}" if getattr(args, "model", None) else "")
