@@ -14,6 +14,11 @@ Pyro's ``Trace_ELBO`` computes for this pair.
   std=1)`` (``dnn_factor=N``, ``bnn_factor=1``: the data term is the mean cross-entropy
   times N, so the loss is the same full ELBO), stepped batch by batch as the seed program
   does. Its posteriors start from the same values (its scale is ``softplus(rho) + 1e-6``).
+- (a2) the seed program as written (``examples/bnn_seed_facade.py``): its ``BNNLeNet5``
+  with the layers' default priors (``NormalPrior()``, sd 0.1) and no input standardisation,
+  ``torch.optim.AdamW`` (MindSpore's ``AdamWeightDecay``, decay 0), Pyro's argument checks
+  left as Pyro sets them, and ``float(train_network(x, y))`` per batch, as its
+  ``train_model`` does.
 - (b) core: ``ppmodels.infer.fit`` on ``ppmodels.models.BayesianLeNet5``.
 - (c) hand-written: the same arithmetic with plain tensors and ``torch.func.functional_call``.
 
@@ -96,9 +101,9 @@ class BNNLeNet5(torch.nn.Module):
         return self.fc3(F.relu(self.fc2(x)))
 
 
-def facade_network(bnn):
-    """A facade BNNLeNet5 whose posteriors start where ``bnn``'s do."""
-    net = BNNLeNet5(10)
+def facade_network(bnn, cls=None):
+    """A facade BNNLeNet5 (or ``cls``) whose posteriors start where ``bnn``'s do."""
+    net = (cls or BNNLeNet5)(10)
     with torch.no_grad():
         for name, loc, rho in zip(bnn.posterior.names, bnn.posterior.loc, bnn.posterior.rho):
             module, role = name.split(".")
@@ -133,6 +138,31 @@ def train_facade(bnn, x, y, epochs, seed):
             for xb, yb in data:
                 step(xb, yb)
             scheduler.step()
+    elapsed = since(t)
+    bnn.facade = FacadePredictor(net)
+    return elapsed
+
+
+def train_seed_program(bnn, x, y, epochs, seed):
+    """The seed's program as ``examples/bnn_seed_facade.py`` writes it, timed over its training calls."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
+    from bnn_seed_facade import BNNLeNet5 as SeedLeNet5
+
+    pyro.set_rng_seed(seed)
+    net = facade_network(bnn, SeedLeNet5)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=LR, weight_decay=0.0)
+    scheduler = schedule(optimizer)
+    loss_cell = bnn_layers.WithBNNLossCell(net, torch.nn.CrossEntropyLoss(reduction="mean"), x.shape[0], 1)
+    train_network = TrainOneStepCell(loss_cell, optimizer)
+    train_network.train()
+    data = batches(x, y, seed)
+    t = clock()
+    for _ in range(epochs):
+        for xb, yb in data:
+            float(train_network(xb, yb))
+        scheduler.step()
     elapsed = since(t)
     bnn.facade = FacadePredictor(net)
     return elapsed
@@ -180,7 +210,12 @@ def train_hand(bnn, x, y, epochs, seed):
 
 
 HAND = "(c) hand-written loop"
-METHODS = {"(a) facade WithBNNLossCell": train_facade, "(b) ppmodels.infer.fit": train_fit, HAND: train_hand}
+METHODS = {
+    "(a) facade WithBNNLossCell": train_facade,
+    "(a2) the seed program as written": train_seed_program,
+    "(b) ppmodels.infer.fit": train_fit,
+    HAND: train_hand,
+}
 
 
 def deterministic_lenet(x, y, x_test, y_test, epochs, seed):

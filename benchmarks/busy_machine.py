@@ -8,8 +8,9 @@ environment for the demo's process (torch reads OpenMP's variables when it loads
 ``default`` (what the command sets itself), ``omp-default`` (the command's own choice turned
 off: OpenMP's defaults, as before issue 21), ``threads-1``, ``passive``.
 
-    python benchmarks/busy_machine.py                       # 3 rounds, ~10 minutes
+    python benchmarks/busy_machine.py                       # 3 rounds, ~15 minutes
     python benchmarks/busy_machine.py --rounds 5 --epochs 20 --settings default,omp-default
+    python benchmarks/busy_machine.py --workload bnn --epochs 2 --loads quiet --settings default,omp-default
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import time
 #: the demo's process environment for each setting (on top of this process's environment)
 SETTINGS = {
     "default": {},
-    "omp-default": {"PPMODELS_THREADS": "omp"},  # the command leaves OpenMP's own defaults alone
+    "omp-default": {"PPMODELS_THREADS": "omp"},  # OpenMP's own defaults (before issue 21)
     "threads-1": {"PPMODELS_THREADS": "omp", "OMP_NUM_THREADS": "1"},
     "passive": {"PPMODELS_THREADS": "omp", "OMP_WAIT_POLICY": "PASSIVE"},
     "spin-10k": {"PPMODELS_THREADS": "omp", "GOMP_SPINCOUNT": "10000"},
@@ -56,11 +57,21 @@ while True:
 LOADS = {"quiet": None, "busy-loop": _BUSY_LOOP, "torch-2-threads": _TORCH_LOAD}
 
 
-def run_demo(setting, epochs, out):
-    env = {**os.environ, **SETTINGS[setting]}
+#: the command timed: the demo, or another training command at its defaults
+WORKLOADS = {
+    "demo": ["demo"],
+    "vae": ["train", "vae"],
+    "bnn": ["train", "bnn"],
+    "np": ["train", "np", "--eval-functions", "50"],
+}
+
+
+def run_demo(setting, epochs, out, workload="demo"):
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "PPMODELS_THREADS")}
+    env.update(SETTINGS[setting])
     start = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-m", "ppmodels", "demo", "--epochs", str(epochs), "--eval-samples", "50"]
+        [sys.executable, "-m", "ppmodels", *WORKLOADS[workload], "--epochs", str(epochs)]
         + ["--no-progress", "--out", out],
         env=env,
         capture_output=True,
@@ -77,6 +88,7 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--settings", default="default,omp-default,threads-1,passive")
     parser.add_argument("--loads", default=",".join(LOADS))
+    parser.add_argument("--workload", choices=sorted(WORKLOADS), default="demo", help="the command timed")
     args = parser.parse_args(argv)
     settings = args.settings.split(",")
     loads = args.loads.split(",")
@@ -91,14 +103,15 @@ def main(argv=None):
                 try:
                     k = (r + li) % len(settings)
                     for s in settings[k:] + settings[:k]:
-                        seconds = run_demo(s, args.epochs, os.path.join(tmp, f"{s}-{load}-{r}"))
+                        seconds = run_demo(s, args.epochs, os.path.join(tmp, f"{s}-{load}-{r}"), args.workload)
                         times[(s, load)].append(seconds)
                         print(f"round {r}: {s:12s} {load:16s} {seconds:6.1f} s", flush=True)
                 finally:
                     if background is not None:
                         background.kill()
                         background.wait()
-    print(f"\n`ppmodels demo --epochs {args.epochs}`, wall seconds (median over {args.rounds} rounds) and the ratio")
+    command = " ".join(WORKLOADS[args.workload])
+    print(f"\n`ppmodels {command} --epochs {args.epochs}`, wall s (median of {args.rounds} rounds) and the ratio")
     print("to the same setting's quiet time in the same round (median [min, max]); last column: the setting's")
     print("quiet time over the `omp-default` quiet time (median [min, max]).\n")
     print("| setting | " + " | ".join(loads) + " | quiet cost |")

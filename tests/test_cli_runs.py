@@ -414,32 +414,34 @@ def test_metrics_never_claim_an_epoch_the_checkpoint_lacks(tmp_path, capsys, mon
 
 # -- threads on a busy machine -------------------------------------------------------------------
 THREADS_PROBE = (
-    "import os, sys; from ppmodels.cli import main; code = main(['sample', sys.argv[1]]); import torch; "
-    "print(code, torch.get_num_threads(), os.environ.get('OMP_NUM_THREADS'))"
+    "import os, sys; from ppmodels.cli import _threads, main; code = main(sys.argv[1:]); import torch; "
+    "print(code, _threads._per_phase, torch.get_num_threads(), os.environ.get('OMP_NUM_THREADS'), "
+    "os.environ.get('OMP_WAIT_POLICY'))"
 )
+DEFAULT_THREADS = torch.get_num_threads()
 
 
 @pytest.mark.parametrize(
-    "env,expected",
+    "command,env,expected",
     [
-        ({}, "2 1 1"),  # the command's default: one thread, set before torch loads
-        ({"PPMODELS_THREADS": "2"}, "2 2 2"),
-        ({"OMP_NUM_THREADS": "2"}, "2 2 2"),  # the user's own setting is kept
-        ({"PPMODELS_THREADS": "omp"}, None),  # OpenMP's own default: a thread per core
+        ("sample", {}, f"2 True {DEFAULT_THREADS} None None"),  # small networks train on one thread
+        ("bnn", {}, f"2 False {DEFAULT_THREADS} None PASSIVE"),  # every thread, asleep while waiting
+        ("sample", {"PPMODELS_THREADS": "1"}, "2 False 1 1 None"),
+        ("bnn", {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "ACTIVE"}, "2 False 1 1 ACTIVE"),  # the user's, kept
+        ("bnn", {"PPMODELS_THREADS": "omp"}, f"2 False {DEFAULT_THREADS} None None"),  # OpenMP's own defaults
     ],
-    ids=["default", "ppmodels-threads", "omp-num-threads", "omp"],
+    ids=["default", "bnn", "ppmodels-threads", "user-omp", "omp"],
 )
-def test_the_command_sets_its_threads_before_torch_loads(tmp_path, env, expected):
-    base = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "PPMODELS_THREADS")}
-    done = subprocess.run(
-        [sys.executable, "-c", THREADS_PROBE, str(tmp_path)], env={**base, **env}, capture_output=True, text=True
-    )
+def test_the_command_sets_its_threads_before_torch_loads(tmp_path, command, env, expected):
+    argv = {
+        "sample": ["sample", str(tmp_path)],  # fails at once (no run there), after the setting
+        "bnn": ["train", "bnn", "--resume", str(tmp_path)],
+    }[command]
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "MKL_", "PPMODELS_THREADS"))}
+    env = {**base, **env}
+    done = subprocess.run([sys.executable, "-c", THREADS_PROBE, *argv], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    if expected is None:
-        code, threads, variable = done.stdout.split()
-        assert (code, variable, int(threads)) == ("2", "None", torch.get_num_threads())
-    else:
-        assert done.stdout.strip() == expected
+    assert done.stdout.strip() == expected
 
 
 def test_a_bad_thread_setting_is_one_line():
@@ -449,6 +451,20 @@ def test_a_bad_thread_setting_is_one_line():
 
 
 def test_a_program_that_loaded_torch_keeps_its_threads(tmp_path):
-    before, variable = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    before = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS"), os.environ.get("OMP_WAIT_POLICY")
     assert main(["sample", str(tmp_path)]) == 2
-    assert (torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")) == (before, variable)
+    assert (torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS"), os.environ.get("OMP_WAIT_POLICY")) == before
+
+
+def test_small_networks_train_on_one_thread_when_the_command_chose_the_threads(monkeypatch):
+    from ppmodels.cli import _threads
+
+    before = torch.get_num_threads()
+    with _threads.training(small=True):  # this process loaded torch itself: its threads stay
+        assert torch.get_num_threads() == before
+    monkeypatch.setattr(_threads, "_per_phase", True)  # as configure() leaves a fresh command process
+    with _threads.training(small=True):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with _threads.training(small=False):
+        assert torch.get_num_threads() == before

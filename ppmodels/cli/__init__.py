@@ -44,12 +44,12 @@ def build_parser(explicit: bool = False):
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    try:
-        _threads.configure()  # before torch loads: one thread unless told otherwise (see _threads)
+    args = build_parser().parse_args(argv)  # imports nothing heavy: torch is not loaded yet
+    try:  # what OpenMP reads when torch loads (see _threads): sleeping threads for the convolutions
+        _threads.configure(passive=args.command == "train" and args.model == "bnn")
     except ValueError as exc:
         print(f"ppmodels: error: {exc}", file=sys.stderr)
         return 2
-    args = build_parser().parse_args(argv)
     explicit = vars(build_parser(explicit=True).parse_args(argv))
     name = args.command + (f" {args.model}" if getattr(args, "model", None) else "")
     try:

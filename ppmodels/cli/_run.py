@@ -300,18 +300,22 @@ def _show(value):
     return value
 
 
-def fit_run(run: RunDir, pair, train, args, device, *, callbacks=(), **options):
+def fit_run(run: RunDir, pair, train, args, device, *, callbacks=(), small=True, **options):
     """``fit`` with the command's options: the run's checkpoint after every epoch, resume from
     it, the progress display, metrics as the run goes, across processes under torchrun.
+    ``small``: a network whose steps run on one thread when the command chose the threads
+    (see :mod:`ppmodels.cli._threads`).
     Returns ``(result, seconds)``; ``result`` is ``None`` on processes other than rank 0."""
     import time
 
     from .. import infer
+    from . import _threads
 
     distributed = launched_by_torchrun()
     metrics = options.pop("metrics", None)
     t0 = time.perf_counter()
-    with writing(run.checkpoint):  # an OSError from fit: the checkpoint could not be written
+    # an OSError from fit: the checkpoint could not be written
+    with writing(run.checkpoint), _threads.training(small and str(device).startswith("cpu")):
         result = infer.fit(
             pair,
             train,

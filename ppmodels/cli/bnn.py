@@ -111,6 +111,7 @@ def run(args, explicit):
         val_data=test,
         scheduler=lambda opt: torch.optim.lr_scheduler.ExponentialLR(opt, decay),
         metrics=lambda: {"pretrain": pretrain},
+        small=False,  # LeNet-5's convolutions use every thread
     )
     if result is None:  # another process than rank 0 under torchrun
         return run_dir.path

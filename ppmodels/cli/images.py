@@ -107,6 +107,7 @@ def run_train(model, args, explicit, command=None):
         val_data=test,
         num_particles=args.num_particles,
         vectorize_particles=args.vectorize_particles,
+        small=args.arch == "mlp",  # convolutions use every thread
     )
     if result is None or launched_by_torchrun() and rank() != 0:
         return run.path
