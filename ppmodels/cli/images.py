@@ -16,7 +16,7 @@ def add_demo_parser(sub, explicit):
     demo = sub.add_parser(
         "demo",
         help="train a 2-D latent VAE on the embedded digits and write metrics and figures",
-        description="Train a VAE with a 2-D latent space on scikit-learn's digits (about 20 s on 2 cores) "
+        description="Train a VAE with a 2-D latent space on scikit-learn's digits (about 30 s on 2 cores) "
         "and write metrics.json, model.pt and PNG figures.",
         formatter_class=Formatter,
     )
