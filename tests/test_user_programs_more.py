@@ -256,3 +256,34 @@ def test_contrib_gp_models_train_as_in_the_gp_tutorial(kind):
         torch.testing.assert_close(a, b, rtol=0, atol=PYRO_PARAM_ATOL, msg=name)
     if kind == "VariationalSparseGP":
         assert module.num_data == 100  # its own likelihood scale, left alone
+
+
+# -- bad input ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "options,error,message",
+    [
+        ({"kwargs": [("args", 1)]}, TypeError, r"^`kwargs` must be a dict of keyword arguments .* but got list$"),
+        ({"kwargs": {"subsample": None}}, ValueError, r"^`kwargs` may not hold 'subsample'"),
+        ({"data": {"y": torch.ones(3)}, "kwargs": {"y": 1}}, ValueError, r"^`data` .* and `kwargs` both give \['y'\]"),
+        ({"elbo": ("enum", 2)}, TypeError, r"^`elbo` as a tuple must be \(name, \{option: value\}\)"),
+        ({"elbo": ("trace", {"bogus": 1})}, ValueError, r"^`elbo`: 'trace' \(Trace_ELBO\) takes no option \['bogus'\]"),
+        (
+            {"elbo": ("trace", {"num_particles": 2}), "num_particles": 3},
+            ValueError,
+            r"^`elbo`: \['num_particles'\] given both in the estimator's options and as arguments",
+        ),
+    ],
+    ids=["kwargs-type", "kwargs-subsample", "kwargs-clash", "elbo-tuple", "elbo-option", "elbo-twice"],
+)
+def test_bad_keyword_arguments_and_estimator_options_are_named(options, error, message):
+    import pyro.distributions as dist
+
+    def model(y=None, **_):
+        pyro.sample("y", dist.Normal(0.0, 1.0).expand([3]).to_event(1), obs=y)
+
+    def guide(y=None, **_):
+        pass
+
+    options = {"data": (torch.ones(3),), **options}
+    with pytest.raises(error, match=message):
+        fit((model, guide), options.pop("data"), epochs=1, **options)
