@@ -418,30 +418,44 @@ THREADS_PROBE = (
     "print(code, _threads._per_phase, torch.get_num_threads(), os.environ.get('OMP_NUM_THREADS'), "
     "os.environ.get('OMP_WAIT_POLICY'))"
 )
-DEFAULT_THREADS = torch.get_num_threads()
+
+
+def _without_thread_settings():
+    return {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "MKL_", "PPMODELS_THREADS"))}
+
+
+@pytest.fixture(scope="module")
+def torch_default_threads():
+    """torch's own thread count in a process without any thread setting in its environment."""
+    done = subprocess.run(
+        [sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
+        env=_without_thread_settings(),
+        capture_output=True,
+        text=True,
+    )
+    return int(done.stdout)
 
 
 @pytest.mark.parametrize(
     "command,env,expected",
     [
-        ("sample", {}, f"2 True {DEFAULT_THREADS} None None"),  # small networks train on one thread
-        ("bnn", {}, f"2 False {DEFAULT_THREADS} None PASSIVE"),  # every thread, asleep while waiting
+        ("sample", {}, "2 True DEFAULT None None"),  # small networks train on one thread
+        ("bnn", {}, "2 False DEFAULT None PASSIVE"),  # every thread, asleep while waiting
         ("sample", {"PPMODELS_THREADS": "1"}, "2 False 1 1 None"),
         ("bnn", {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "ACTIVE"}, "2 False 1 1 ACTIVE"),  # the user's, kept
-        ("bnn", {"PPMODELS_THREADS": "omp"}, f"2 False {DEFAULT_THREADS} None None"),  # OpenMP's own defaults
+        ("bnn", {"PPMODELS_THREADS": "omp"}, "2 False DEFAULT None None"),  # OpenMP's own defaults
     ],
     ids=["default", "bnn", "ppmodels-threads", "user-omp", "omp"],
 )
-def test_the_command_sets_its_threads_before_torch_loads(tmp_path, command, env, expected):
+def test_the_command_sets_its_threads_before_torch_loads(tmp_path, command, env, expected, torch_default_threads):
     argv = {
         "sample": ["sample", str(tmp_path)],  # fails at once (no run there), after the setting
         "bnn": ["train", "bnn", "--resume", str(tmp_path)],
     }[command]
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "MKL_", "PPMODELS_THREADS"))}
-    env = {**base, **env}
+    env = {**_without_thread_settings(), **env}
     done = subprocess.run([sys.executable, "-c", THREADS_PROBE, *argv], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == expected
+    assert done.stdout.strip() == expected.replace("DEFAULT", str(torch_default_threads))
 
 
 def test_a_bad_thread_setting_is_one_line():
