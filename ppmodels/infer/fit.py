@@ -33,7 +33,7 @@ from .callbacks import Callback, Checkpoint, LRScheduler, NaNGuard, Progress, Tr
 from .compiled import CompiledStep, check_compilable, check_compile_options, estimator_loss
 from .data import Batches, FullBatch, as_args, batch_size_of, check_batch_finite, make_batches, to_device
 from .elbo import Objective, estimator_name, get_elbo, is_jit
-from .pairs import as_pair, check_keywords, declares_data_size, names_keyword
+from .pairs import as_pair, check_keywords, declares_data_size, names_keyword, signature_of
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -758,17 +758,12 @@ def _check_fixed_kwargs(kwargs, data):
 def _check_jit_arguments(pair, args, name):
     """Pyro's JIT estimators trace the positional arguments as tensors (and key their compiled
     graphs on the keyword ones): anything else there fails deep in torch's tracer."""
-    import inspect
-
     for i, value in enumerate(args):
         if isinstance(value, torch.Tensor):
             continue
-        fn = getattr(pair, "model_fn", pair.model)
-        try:
-            names = list(inspect.signature(fn).parameters)
-            label = f"argument {i} ({names[i]!r})" if i < len(names) else f"argument {i}"
-        except (TypeError, ValueError):
-            label = f"argument {i}"
+        sig = signature_of(getattr(pair, "model_fn", pair.model))
+        names = list(sig.parameters) if sig is not None else []
+        label = f"argument {i} ({names[i]!r})" if i < len(names) else f"argument {i}"
         raise ValueError(
             f"elbo={name!r} (Pyro's JIT) takes tensors as positional arguments, but {label} of the model is a "
             f"{type(value).__name__}: pass it by keyword, fit(..., kwargs={{...}}), as SVI.step(*tensors, **others) "

@@ -89,7 +89,8 @@ def declares_data_size(pair) -> bool:
     return getattr(type(pair), "scales_by_num_data", False) is True and callable(getattr(pair, "set_num_data", None))
 
 
-def _signature(fn):
+def signature_of(fn):
+    """``fn``'s signature (a module's ``forward``), or ``None`` when it has none to read."""
     target = fn.forward if isinstance(fn, torch.nn.Module) else fn
     try:
         return inspect.signature(target)
@@ -99,7 +100,7 @@ def _signature(fn):
 
 def accepts_keyword(fn, name) -> bool | None:
     """Whether ``fn`` takes a keyword argument ``name`` (``None``: cannot tell)."""
-    sig = _signature(fn)
+    sig = signature_of(fn)
     if sig is None:
         return None
     for p in sig.parameters.values():
@@ -112,7 +113,7 @@ def accepts_keyword(fn, name) -> bool | None:
 
 def names_keyword(fn, name) -> bool:
     """Whether ``fn``'s signature names ``name`` explicitly (``**kwargs`` does not count)."""
-    sig = _signature(fn)
+    sig = signature_of(fn)
     if sig is None:
         return False
     p = sig.parameters.get(name)
@@ -120,7 +121,7 @@ def names_keyword(fn, name) -> bool:
 
 
 def describe_signature(fn) -> str:
-    sig = _signature(fn)
+    sig = signature_of(fn)
     name = getattr(fn, "__qualname__", None) or type(fn).__name__
     return f"{name}{sig}" if sig is not None else name
 
