@@ -15,8 +15,11 @@ from .compare import GUIDES, KERNELS, Comparison, compare
 from .compare_elbos import ElboComparison, compare_elbos, gradient_variance
 from .discrete import infer_discrete
 from .elbo import ELBO_NAMES, ESTIMATORS, EnumELBO, Objective, get_elbo
+from .errors import NonFiniteLossError
 from .evaluate import elbo, log_likelihood, log_weights
-from .fit import FitResult, NonFiniteLossError, fit, make_optimizer
+from .fit import fit
+from .optim import make_optimizer
+from .result import FitResult
 
 __all__ = [
     "Callback",

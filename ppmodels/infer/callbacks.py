@@ -34,6 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .._validate import check_choice, check_nonnegative_int, check_positive_float, check_positive_int
+from .errors import NonFiniteLossError
 
 
 class Callback:
@@ -73,6 +74,20 @@ class Callback:
 
     def load_state_dict(self, state: dict) -> None:
         pass
+
+
+class CallbackList(list):
+    """fit's callbacks in order: ``callbacks.on_epoch_end(state)`` calls each one's hook."""
+
+    def __getattr__(self, hook):
+        if not hook.startswith("on_"):
+            raise AttributeError(hook)
+
+        def call(state):
+            for cb in self:
+                getattr(cb, hook)(state)
+
+        return call
 
 
 class TrainState:
@@ -302,8 +317,6 @@ class NaNGuard(Callback):
         self._good = None
 
     def on_gradients(self, state):
-        from .fit import NonFiniteLossError
-
         if (state.step + 1) % self.every and state.step:
             return
         if self.reports_loss:

@@ -1,5 +1,10 @@
 """Checkpoints: a pair's state, how to rebuild it, and (from fit) the training state.
 
+:func:`save`/:func:`load` write and read a pair; :func:`save_training` and
+:func:`load_training` are fit's side: the training state beside the pair (the losses so far,
+the random states, the data order, the ``pyro.param`` values, the callbacks' states) and the
+check that a resumed run has the settings of the run that wrote it.
+
 A checkpoint is one ``torch.save`` file holding only tensors and plain data, so it loads
 with ``torch.load(weights_only=True)``. It is written to a temporary file in the same
 folder and renamed into place, so a crash mid-write never leaves a truncated checkpoint.
@@ -113,3 +118,77 @@ def load(path, into=None, map_location="cpu"):
 
 def metadata(path) -> dict:
     return load_state(path).get("metadata", {})
+
+
+# -- fit's training state --------------------------------------------------------------------
+def save_training(path, pair, optimizer, *, generator=None, device=None, **fit_state) -> Path:
+    """Write a checkpoint of a run: ``pair``, ``optimizer``, this process's random states (and
+    ``generator``'s, the data order's) and ``fit_state`` (plain data and tensors: the result
+    so far, the data's and the callbacks' states, the pyro.param values, the settings, the seed)."""
+    fit_state = {**fit_state, "rng": random_state(generator, device)}
+    return save(path, pair, optimizer=optimizer, fit_state=fit_state)
+
+
+def load_training(path, *, device=None, epochs, settings, seed) -> dict:
+    """The checkpoint at ``path`` to resume a run from (its training state under ``"fit"``),
+    checked: it holds a training state, has done at most ``epochs`` epochs, and was written
+    with ``settings`` and ``seed`` (a ``ValueError`` listing what differs)."""
+    state = load_state(path, map_location=device or "cpu")
+    fit_state = state.get("fit")
+    if fit_state is None:
+        raise ValueError(f"`resume`: {path} holds no training state (it was not written by fit(checkpoint=...))")
+    done = len(fit_state["result"]["train_loss"])
+    if done > epochs:
+        raise ValueError(
+            f"`epochs={epochs}` is fewer than the {done} epochs the checkpoint {path} has already "
+            "done; ask for at least as many epochs to resume"
+        )
+    saved = fit_state.get("settings")
+    if saved is not None:
+        changed = {k: (saved[k], settings.get(k)) for k in saved if k in settings and saved[k] != settings[k]}
+        if fit_state.get("seed") is not None and seed not in (None, fit_state["seed"]):
+            changed["seed"] = (fit_state["seed"], seed)
+        if changed:
+            listed = ", ".join(f"{k}: {a!r} in the checkpoint, {b!r} now" for k, (a, b) in changed.items())
+            raise ValueError(
+                f"`resume`: continuing {path} with other settings would not continue the same run ({listed}); "
+                "resume with the checkpoint's settings, or start a new run without `resume`"
+            )
+    return state
+
+
+def random_state(generator=None, device=None) -> dict:
+    """Every random state a run draws from: torch's (Pyro's), Python's, numpy's, CUDA's on a
+    CUDA ``device``, and ``generator``'s; tensors and plain data only (``weights_only`` loads it)."""
+    import random
+
+    import numpy as np
+
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "pyro": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)),
+        "cuda": torch.cuda.get_rng_state_all() if device is not None and device.type == "cuda" else None,
+        "generator": generator.get_state() if generator is not None else None,
+    }
+
+
+def set_random_state(rng: dict, generator=None, device=None) -> None:
+    """Put back what :func:`random_state` returned."""
+    import random
+
+    import numpy as np
+
+    if rng.get("pyro") is not None:
+        torch.set_rng_state(rng["pyro"])
+    if rng.get("python") is not None:
+        version, internal, gauss = rng["python"]
+        random.setstate((version, tuple(internal), gauss))
+    if rng.get("numpy") is not None:
+        kind, keys, pos, has_gauss, cached = rng["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    if rng.get("cuda") is not None and device is not None and device.type == "cuda":
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    if rng.get("generator") is not None and generator is not None:
+        generator.set_state(rng["generator"])

@@ -15,7 +15,6 @@ import math
 from dataclasses import dataclass, field
 
 import pyro.infer
-import torch
 from pyro.poutine.messenger import Messenger
 
 from .elbo import estimator_name, is_jit
@@ -56,7 +55,7 @@ class SiteRecorder(Messenger):
         self.active = False
 
     def __enter__(self):
-        self.sites, self.active, self._cleared = [], True, set()
+        self.sites, self.active = [], True
         return super().__enter__()
 
     def __exit__(self, *exc):
@@ -97,15 +96,6 @@ class SiteRecorder(Messenger):
         self.sites.append(
             Site(msg["name"], self.current or "model", "param", shape=tuple(getattr(value, "shape", ())), value=value)
         )
-        # What the step trains starts without gradients, as after pyro.infer.SVI.step: a tensor
-        # is cleared the first time the step announces it (its forward pass, before any backward
-        # pass of the step), so a network registered with pyro.module that kept gradients from
-        # earlier work (another fit, the user's own loop) does not add them to this step's.
-        leaf = value.unconstrained() if callable(getattr(value, "unconstrained", None)) else value
-        if isinstance(leaf, torch.Tensor) and id(leaf) not in self._cleared:
-            self._cleared.add(id(leaf))
-            if leaf.grad is not None:
-                leaf.grad = None
 
     # -- views -------------------------------------------------------------------------
     def samples(self, role):

@@ -9,7 +9,6 @@ held-out predictive log-likelihood, MCMC diagnostics and wall times.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import time
@@ -28,6 +27,7 @@ from .callbacks import Callback
 from .checks import is_discrete
 from .elbo import get_elbo
 from .fit import fit
+from .params import isolated_store
 
 #: guide names -> Pyro autoguides
 GUIDES = {
@@ -332,20 +332,6 @@ def _predictive_log_likelihood(model_fn, site_samples, test, max_draws=500):
     return float((torch.logsumexp(lp, dim=0) - math.log(lp.shape[0])).mean())
 
 
-@contextlib.contextmanager
-def _own_param_store():
-    """Run the block with an empty parameter store; the user's store is put back afterwards,
-    as it was (compare's guides, and yours, train in a store of their own)."""
-    store = pyro.get_param_store()
-    saved = store.get_state()
-    store.clear()
-    try:
-        yield
-    finally:
-        store.clear()
-        store.set_state(saved)
-
-
 def _vi_draws(guide, args, sites, num, dim, chunk=2000):
     """``num`` draws of the guide's latents, vectorised under a plate at ``dim`` when the guide
     allows it, else one guide run at a time (at most 2000 then)."""
@@ -531,7 +517,7 @@ def compare(
     if not named_guides and not mcmc:
         raise ValueError("nothing to compare: give at least one guide or one MCMC kernel")
 
-    with _own_param_store():
+    with isolated_store():
         # one cheap trace first: the model's latents, batch dimensions and discrete sites,
         # before any guide or chain runs (a model that fails on its arguments fails here)
         try:

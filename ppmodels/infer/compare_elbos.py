@@ -13,7 +13,7 @@ import torch
 
 from .._random import seeded as _seeded
 from .._validate import check_positive_int
-from .data import as_args, make_batches
+from .data import as_args, call_arguments, make_batches
 from .elbo import Objective, get_elbo
 from .evaluate import elbo as elbo_per_sample
 from .evaluate import log_likelihood
@@ -29,7 +29,7 @@ def gradient_variance(pair, batch, elbo, repeats: int = 20, seed: int = 0) -> fl
     objective = Objective(get_elbo(elbo) if isinstance(elbo, str) else elbo, pair.model, pair.guide)
     params = [p for p in pair.parameters() if p.requires_grad]
     batch = as_args(batch)
-    args, kwargs = (batch, {}) if isinstance(batch, tuple) else ((), batch)
+    args, kwargs = call_arguments(batch)
     grads = []
     with _seeded(seed, params[0].device if params else None), pyro.validation_enabled(False):
         for _ in range(repeats):

@@ -156,14 +156,15 @@ class CompiledStep:
     :param loss_fn: ``(args, kwargs) -> (loss to differentiate, value to return)``.
     :param trained: ``[(name, tensor)]`` of every trained tensor (module parameters and the
         unconstrained ``pyro.param`` values), as the optimizer holds them.
-    :param store_names: ``{pyro.param name: index into trained}`` for the sites whose value
-        Pyro's store gives (classic guides, autoguides in the global store).
+    :param store_params: ``{pyro.param name: (index into trained, constraint)}`` for the
+        sites whose value Pyro's store gives (classic guides, autoguides in the global store):
+        see :meth:`ppmodels.infer.params.TrainedParameters.for_compiled_step`.
     :param str mode: ``"graph"`` or ``"inductor"``.
     :param fallback: the eager step, run when the step cannot be traced.
     :param functions: the user's model/guide functions (closures and globals are guarded).
     """
 
-    def __init__(self, pair, loss_fn, trained, store_names, mode="graph", fallback=None, functions=(), extra_key=()):
+    def __init__(self, pair, loss_fn, trained, store_params, mode="graph", fallback=None, functions=(), extra_key=()):
         self.pair, self.loss_fn, self.mode = pair, loss_fn, check_choice(mode, "compile", list(COMPILE_MODES))
         self.root = _Root(pair)
         self.trained = [t for _, t in trained]
@@ -176,9 +177,7 @@ class CompiledStep:
         for n, b in self.root.named_buffers():
             self.buffer_names.append(n)
             self.buffers.append(b)
-        store = pyro.get_param_store()
-        constraints = store.get_state()["constraints"] if store_names else {}
-        self.store_params = {name: (i, constraints[name]) for name, i in store_names.items()}
+        self.store_params = dict(store_params)
         self.fallback, self.functions, self.extra_key = fallback, tuple(functions), tuple(extra_key)
         self.graphs = OrderedDict()  # key -> [(guard, fn)]
         self.symbolic = False

@@ -294,8 +294,19 @@ def to_device(batch, device):
     return tuple(move(t) for t in batch)
 
 
-def _is_scalar(v) -> bool:
-    return (isinstance(v, torch.Tensor) and v.dim() == 0) or (isinstance(v, numbers.Number) and not isinstance(v, bool))
+def call_arguments(batch, fixed=None):
+    """A batch (a tuple of positional arguments or a dict of keyword ones) as the model's
+    ``(args, kwargs)``, with the keyword arguments ``fixed`` (``fit(kwargs=...)``) added; a
+    keyword given by both is a ``ValueError``."""
+    args, kwargs = (batch, {}) if isinstance(batch, tuple) else ((), batch)
+    if fixed:
+        clash = sorted(set(kwargs) & set(fixed))
+        if clash:
+            raise ValueError(
+                f"`kwargs` and the batch both pass the keyword argument(s) {clash}; give each argument once"
+            )
+        kwargs = {**kwargs, **fixed}
+    return args, kwargs
 
 
 def _is_argument_list(data) -> bool:
@@ -400,6 +411,51 @@ def make_batches(
     if num_data == 0:
         raise ValueError(f"`{name}` is empty: it holds no samples")
     return Batches(loader, num_data)
+
+
+def fit_batches(data, options, pair=None, *, shuffle, generator, device=None):
+    """fit's training and validation batches: ``(train, val, internal)``. ``pair``: a pair
+    that scales its batches (ppmodels' own), whose floating-point data is converted to its
+    parameters' precision and which gets mini-batches; otherwise the whole data set at each
+    step unless mini-batches are asked for. ``internal``: the data are batches ppmodels made
+    (the facade's), whose scaling fit does not check."""
+    own = pair is not None
+    if own and isinstance(data, (torch.Tensor, tuple, dict)):
+        data = _match_dtype(as_args(data), pair)  # e.g. float64 data for a float32 pair
+    if device is not None and isinstance(data, (torch.Tensor, tuple, dict)) and options.batch_size is None:
+        data = to_device(as_args(data), device)  # the whole data set moves once
+    train = make_batches(
+        data, options.batch_size, shuffle=shuffle, generator=generator, name="data", full_batch=not own
+    )
+    val = options.val_data
+    if val is not None:
+        if own and isinstance(val, (torch.Tensor, tuple, dict)):
+            val = _match_dtype(as_args(val), pair)
+        val = make_batches(val, options.batch_size, shuffle=False, name="val_data", full_batch=not own)
+    return train, val, isinstance(data, Batches)
+
+
+def _match_dtype(batch, pair):
+    """Floating-point data in another precision than the pair's parameters, converted to it
+    (ppmodels' own pairs, whose networks take their parameters' dtype); integers (labels) stay."""
+    dtype = next((p.dtype for p in pair.parameters() if p.is_floating_point()), None)
+    if dtype is None:
+        return batch
+
+    def convert(t):
+        return t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() and t.dtype != dtype else t
+
+    if isinstance(batch, dict):
+        return {k: convert(v) for k, v in batch.items()}
+    return tuple(convert(t) for t in batch)
+
+
+def num_batches(source):
+    """The number of batches ``source`` gives, or ``None`` when it has no length."""
+    try:
+        return len(source)
+    except TypeError:
+        return None
 
 
 def check_batch_finite(batch, name, offset):

@@ -10,7 +10,7 @@ from pyro.infer import config_enumerate
 from .._random import seeded
 from .._validate import check_nonnegative_int, check_positive_int
 from .checks import is_discrete
-from .data import as_args
+from .data import as_args, call_arguments
 from .pairs import as_pair
 
 
@@ -58,7 +58,7 @@ def infer_discrete(
         raise ValueError(f"`temperature` must be 0 (MAP) or 1 (posterior samples), but got {temperature!r}")
     num_samples = check_positive_int(num_samples, "num_samples")
     batch = as_args(data) if data is not None else ()
-    args, kwargs = (batch, {}) if isinstance(batch, tuple) else ((), batch)
+    args, kwargs = call_arguments(batch)
     was_training = getattr(pair, "training", False)
     if isinstance(pair, torch.nn.Module):
         pair.eval()

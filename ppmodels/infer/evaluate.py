@@ -11,7 +11,7 @@ from pyro.poutine.util import prune_subsample_sites
 
 from .._random import seeded as _seeded
 from .._validate import check_positive_int
-from .data import as_args, batch_size_of, is_constant, make_batches, to_device
+from .data import as_args, batch_size_of, call_arguments, is_constant, make_batches, to_device
 
 #: at most this many (particle x datum) rows go through the networks at once
 MAX_ROWS = 8192
@@ -72,7 +72,7 @@ def log_weights(pair, batch, num_samples: int = 1, plate: str = "data") -> torch
     if k > 1 and not _repeatable(batch):
         return torch.cat([log_weights(pair, batch, 1, plate) for _ in range(k)])
     rep = _repeat(batch, k)
-    args, kwargs = (rep, {}) if isinstance(rep, tuple) else ((), rep)
+    args, kwargs = call_arguments(rep)
     guide_trace = poutine.trace(pair.guide).get_trace(*args, **kwargs)
     model_trace = poutine.trace(poutine.replay(pair.model, trace=guide_trace)).get_trace(*args, **kwargs)
     guide_trace, model_trace = prune_subsample_sites(guide_trace), prune_subsample_sites(model_trace)

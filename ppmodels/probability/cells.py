@@ -6,7 +6,7 @@ import pyro.optim
 import torch
 from torch import nn
 
-from ..infer.fit import prefer_fused_adam
+from ..infer.optim import prefer_fused_adam
 from ._checks import check_cell
 
 

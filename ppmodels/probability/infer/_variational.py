@@ -14,7 +14,7 @@ from torch.nn import functional as F
 
 from ... import infer as _infer
 from ...infer.data import Batches
-from ...infer.fit import prefer_fused_adam
+from ...infer.optim import prefer_fused_adam
 from .._checks import check_positive_int
 from ..cells import WithLossCell
 from ..dpn import VAE
@@ -214,37 +214,28 @@ class SVI:
         backbone = self._backbone()
         prefer_fused_adam(self.optimizer)  # MindSpore's Adam is one fused kernel; torch's default is not
         plain = type(loss_fn).forward is ELBO.forward and type(self.net_with_loss).forward is WithLossCell.forward
+        common = {
+            "epochs": epochs,
+            "optimizer": self.optimizer,
+            "seed": seed,
+            "progress": progress,
+            "compile": compile,
+            "callbacks": list(callbacks),
+        }
         if plain and isinstance(backbone, VAE):
-            pair = backbone.core(loss_fn.output_prior)
-            self.result = _infer.fit(
-                pair,
-                batches,
-                epochs=epochs,
-                elbo=loss_fn.estimator,
-                num_particles=loss_fn.num_particles,
-                vectorize_particles=loss_fn.vectorize_particles,
-                optimizer=self.optimizer,
-                seed=seed,
-                progress=progress,
-                compile=compile,
-                callbacks=list(callbacks),
-            )
+            estimator = {
+                "elbo": loss_fn.estimator,
+                "num_particles": loss_fn.num_particles,
+                "vectorize_particles": loss_fn.vectorize_particles,
+            }
+            self.result = _infer.fit(backbone.core(loss_fn.output_prior), batches, **common, **estimator)
             offset = 0.0
             if loss_fn.output_prior == "Normal":  # -log N(x | r, 1/2) = (x - r)^2 + log(pi) / 2
                 x0 = next(iter(batches))[0]
                 offset = x0[0].numel() * 0.5 * math.log(math.pi)
             self._loss = np.float64(self.result.train_loss[-1] - offset)
         else:
-            self.result = _infer.fit(
-                _LossPair(self.net_with_loss),
-                batches,
-                epochs=epochs,
-                optimizer=self.optimizer,
-                seed=seed,
-                progress=progress,
-                compile=compile,
-                callbacks=list(callbacks),
-            )
+            self.result = _infer.fit(_LossPair(self.net_with_loss), batches, **common)
             self._loss = np.float64(self.result.train_loss[-1])
         if isinstance(backbone, nn.Module):
             backbone.train()
