@@ -1,5 +1,7 @@
 """What every training subcommand shares: the run folder (options, checkpoint, metrics,
-figures), resuming a run, the device, the progress display, and one-line errors."""
+figures), resuming a run, the device, the progress display, one-line errors, a training
+result as metrics, and :class:`TrainCommand`, the skeleton each ``ppmodels train`` command
+fills in with only what differs."""
 
 from __future__ import annotations
 
@@ -199,14 +201,7 @@ class RunDir:
             after_checkpoint = True  # metrics.json never claims an epoch that checkpoint.pt does not hold
 
             def on_epoch_end(self, state):
-                r = state.result
-                data = {
-                    "status": "running",
-                    "epochs_done": r.epochs,
-                    "train_loss": r.train_loss,
-                    "test_loss": r.val_loss,
-                    "epoch_seconds": r.epoch_seconds,
-                }
+                data = {"status": "running", **fit_metrics(state.result)}
                 if extra is not None:
                     data.update(extra())
                 run.write_json("metrics.json", data)
@@ -335,3 +330,127 @@ def fit_run(run: RunDir, pair, train, args, device, *, callbacks=(), small=True,
         )
     seconds = time.perf_counter() - t0
     return (None if distributed and rank() != 0 else result), seconds
+
+
+def fit_metrics(result, train_seconds=None) -> dict:
+    """A :class:`~ppmodels.infer.FitResult` as metrics.json's training entries, the same in
+    every command (``test_loss`` when the run had validation data)."""
+    out = {
+        "epochs_done": result.epochs,
+        "steps": result.num_steps,
+        "train_loss": result.train_loss,
+    }
+    if any(v is not None for v in result.val_loss):
+        out["test_loss"] = result.val_loss
+    out["epoch_seconds"] = result.epoch_seconds
+    if train_seconds is not None:
+        out["train_seconds"] = train_seconds
+        out["samples_per_second"] = result.samples_per_second
+    out["loss_per"] = result.per
+    return out
+
+
+class TrainCommand:
+    """A ``ppmodels train`` command: :meth:`run` is the skeleton every command shares — check
+    the options, open the run folder, load the data, build the pair (after seeding torch),
+    fit it with the folder's checkpoint and metrics, evaluate it, write ``metrics.json``,
+    ``model.pt`` and the figures, and print a summary. A command overrides only the steps
+    that differ; the attributes ``args``, ``run_dir``, ``data`` and ``pair`` are set as
+    :meth:`run` goes.
+    """
+
+    #: the command's words, e.g. ``"train bnn"``
+    command = ""
+    #: the model's name in model.pt's metadata
+    model = ""
+    #: refuse to run under torchrun (the command trains in one process)
+    one_process = False
+    #: a small network, trained on one thread when the command chose the threads
+    small = True
+
+    def __init__(self, args, explicit):
+        self.args, self.explicit = args, explicit
+        self.run_dir = self.data = self.pair = None
+
+    # -- what a command says ---------------------------------------------------------------
+    def default_out(self) -> str:
+        raise NotImplementedError
+
+    def check(self) -> None:
+        """Rules between options (a :class:`CommandError`); run on the command line's options
+        and again on a resumed run's."""
+
+    def load(self):
+        """The data (checks that need them raise :class:`CommandError`)."""
+        raise NotImplementedError
+
+    def build(self, device):
+        """The pair, on a seeded torch."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """What is trained, for the line printed before training ("training ...")."""
+        raise NotImplementedError
+
+    def training(self, device) -> tuple:
+        """``(data, fit keywords)`` for :func:`fit_run`."""
+        raise NotImplementedError
+
+    def about(self) -> dict:
+        """metrics.json's first entries: the model, the data and the settings."""
+        return {}
+
+    def evaluate(self, result, device) -> dict:
+        """metrics.json's entries after the training's."""
+        return {}
+
+    def metadata(self) -> dict:
+        """model.pt's metadata beyond the command, the model and the data."""
+        return {}
+
+    def figures(self, result, device, metrics) -> None:
+        pass
+
+    def summary(self, metrics) -> str:
+        """The result in one line."""
+        return ""
+
+    # -- the skeleton ----------------------------------------------------------------------
+    def run(self):
+        import torch
+
+        args = self.args
+        if self.one_process and launched_by_torchrun():
+            raise CommandError(f"'ppmodels {self.command}' runs in one process; launch it without torchrun")
+        self.check()
+        self.run_dir = run_dir = RunDir(self.command, args, self.explicit, self.default_out(), writer=rank() == 0)
+        if getattr(args, "resume", None):
+            self.check()  # the run's own options
+        self.data = self.load()  # after RunDir: a resumed run's options are the run's own
+        device = resolve_device(args.device)
+        torch.manual_seed(args.seed)  # the networks' initial weights
+        self.pair = self.build(device)
+        print(f"{'resuming' if run_dir.resuming else 'training'} {self.describe()}", flush=True)
+        train, options = self.training(device)
+        result, train_seconds = fit_run(run_dir, self.pair, train, args, device, small=self.small, **options)
+        if result is None:  # another process than rank 0 under torchrun
+            return run_dir.path
+        evaluated = self.evaluate(result, device)
+        run_dir.save_model(
+            self.pair, {"command": self.command, "model": self.model, "data": args.data, **self.metadata()}
+        )
+        metrics = {
+            "status": "done",
+            **self.about(),
+            "epochs": args.epochs,
+            "seed": args.seed,
+            **fit_metrics(result, train_seconds),
+            **evaluated,
+        }
+        run_dir.write_json("metrics.json", metrics)
+        self.figures(result, device, metrics)
+        line = self.summary(metrics)
+        if line:
+            print(line)
+        print(f"wrote metrics.json, model.pt and figures to {run_dir.path.resolve()}")
+        return run_dir.path

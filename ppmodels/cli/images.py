@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ._options import Formatter, Options, add_image_options, integer, positive_int
-from ._run import RunDir, fit_run, resolve_device
+from ._run import TrainCommand
 
 #: the demo: a 2-D latent VAE on the embedded digits, sized to well under a minute on 2 cores (measured 19 s)
 DEMO_EPOCHS = 100
@@ -79,81 +79,85 @@ def load_data(args):
 
 
 def run_train(model, args, explicit, command=None):
-    import torch
+    return ImageCommand(model, args, explicit, command).run()
 
-    from .. import infer
-    from ._run import launched_by_torchrun, rank
 
-    command = command or f"train {model}"
-    run = RunDir(command, args, explicit, f"runs/{model}-{data_name(args)}", writer=rank() == 0)
-    data = load_data(args)  # after RunDir: a resumed run's options are the run's own
-    device = resolve_device(args.device)
-    torch.manual_seed(args.seed)  # the networks' initial weights
-    pair = build(model, args, data)
-    labelled = model == "cvae"
-    train = (data.train_x, data.train_y) if labelled else (data.train_x,)
-    test = (data.test_x, data.test_y) if labelled else (data.test_x,)
-    print(
-        f"{'resuming' if run.resuming else 'training'} {model} ({args.arch}, latent {args.latent_dim}, "
-        f"{args.likelihood}) on {data.name} {tuple(data.train_x.shape)} with {args.elbo} for {args.epochs} epochs",
-        flush=True,
-    )
-    result, train_seconds = fit_run(
-        run,
-        pair,
-        train,
-        args,
-        device,
-        val_data=test,
-        num_particles=args.num_particles,
-        vectorize_particles=args.vectorize_particles,
-        small=args.arch == "mlp",  # convolutions use every thread
-    )
-    if result is None or launched_by_torchrun() and rank() != 0:
-        return run.path
-    test_elbo = infer.elbo(pair, test, seed=args.seed, device=device)
-    test_ll = infer.log_likelihood(pair, test, num_samples=args.eval_samples, seed=args.seed, device=device)
-    metadata = {
-        "command": command,
-        "model": model,
-        "data": args.data,
-        "image_size": data.image_shape[-1],
-        "class_names": list(data.class_names),
-    }
-    run.save_model(pair, metadata)
-    metrics = {
-        "status": "done",
-        "model": model,
-        "data": data.name,
-        "arch": args.arch,
-        "latent_dim": args.latent_dim,
-        "likelihood": args.likelihood,
-        "elbo": args.elbo,
-        "epochs": args.epochs,
-        "epochs_done": result.epochs,
-        "seed": args.seed,
-        "num_train": int(data.train_x.shape[0]),
-        "num_test": int(data.test_x.shape[0]),
-        "num_parameters": sum(p.numel() for p in pair.parameters()),
-        "train_loss": result.train_loss,
-        "test_loss": result.val_loss,
-        "epoch_seconds": result.epoch_seconds,
-        "train_seconds": train_seconds,
-        "samples_per_second": result.samples_per_second,
-        "test_elbo": float(test_elbo.mean()),
-        "test_log_likelihood": float(test_ll.mean()),
-        "test_log_likelihood_stderr": float(test_ll.std() / len(test_ll) ** 0.5),
-        "eval_samples": args.eval_samples,
-        "units": "nats per sample (losses are negative ELBOs)",
-    }
-    run.write_json("metrics.json", metrics)
-    figures(run, pair, model, data, result, device, args.seed)
-    print(
-        f"test ELBO {metrics['test_elbo']:.2f}, test log-likelihood (K={args.eval_samples}) "
-        f"{metrics['test_log_likelihood']:.2f} nats per sample"
-    )
-    print(f"wrote metrics.json, model.pt and figures to {run.path.resolve()}")
-    return run.path
+class ImageCommand(TrainCommand):
+    """``train vae``, ``train cvae`` and ``demo``: a VAE on images."""
+
+    def __init__(self, model, args, explicit, command=None):
+        super().__init__(args, explicit)
+        self.model, self.command = model, command or f"train {model}"
+        self.small = args.arch == "mlp"  # convolutions use every thread
+        self.labelled = model == "cvae"
+
+    def default_out(self):
+        return f"runs/{self.model}-{data_name(self.args)}"
+
+    def load(self):
+        return load_data(self.args)
+
+    def build(self, device):
+        return build(self.model, self.args, self.data)
+
+    def describe(self):
+        a, data = self.args, self.data
+        return (
+            f"{self.model} ({a.arch}, latent {a.latent_dim}, {a.likelihood}) on {data.name} "
+            f"{tuple(data.train_x.shape)} with {a.elbo} for {a.epochs} epochs"
+        )
+
+    def training(self, device):
+        a, data = self.args, self.data
+        train = (data.train_x, data.train_y) if self.labelled else (data.train_x,)
+        test = (data.test_x, data.test_y) if self.labelled else (data.test_x,)
+        return train, {
+            "val_data": test,
+            "num_particles": a.num_particles,
+            "vectorize_particles": a.vectorize_particles,
+        }
+
+    def about(self):
+        a, data = self.args, self.data
+        return {
+            "model": self.model,
+            "data": data.name,
+            "arch": a.arch,
+            "latent_dim": a.latent_dim,
+            "likelihood": a.likelihood,
+            "elbo": a.elbo,
+            "num_train": int(data.train_x.shape[0]),
+            "num_test": int(data.test_x.shape[0]),
+            "num_parameters": sum(p.numel() for p in self.pair.parameters()),
+        }
+
+    def evaluate(self, result, device):
+        from .. import infer
+
+        a, data = self.args, self.data
+        test = (data.test_x, data.test_y) if self.labelled else (data.test_x,)
+        test_elbo = infer.elbo(self.pair, test, seed=a.seed, device=device)
+        test_ll = infer.log_likelihood(self.pair, test, num_samples=a.eval_samples, seed=a.seed, device=device)
+        return {
+            "test_elbo": float(test_elbo.mean()),
+            "test_log_likelihood": float(test_ll.mean()),
+            "test_log_likelihood_stderr": float(test_ll.std() / len(test_ll) ** 0.5),
+            "eval_samples": a.eval_samples,
+            "units": "nats per sample (losses are negative ELBOs)",
+        }
+
+    def metadata(self):
+        data = self.data
+        return {"image_size": data.image_shape[-1], "class_names": list(data.class_names)}
+
+    def figures(self, result, device, metrics):
+        figures(self.run_dir, self.pair, self.model, self.data, result, device, self.args.seed)
+
+    def summary(self, metrics):
+        return (
+            f"test ELBO {metrics['test_elbo']:.2f}, test log-likelihood (K={self.args.eval_samples}) "
+            f"{metrics['test_log_likelihood']:.2f} nats per sample"
+        )
 
 
 def run_demo(args, explicit):

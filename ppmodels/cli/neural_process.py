@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ._options import NP_FAMILIES, Formatter, Options, add_run_options, positive_int
-from ._run import CommandError, RunDir, fit_run, launched_by_torchrun, resolve_device
+from ._run import CommandError, TrainCommand
 
 KL = "KL(q(z|targets) || q(z|context))"
 LOSS = "loss (negative ELBO, nats per function)"
@@ -73,79 +73,97 @@ def _diagnostics(pair, probe):
 
 
 def run(args, explicit):
-    import torch
+    return NPCommand(args, explicit).run()
 
-    from .. import data as datasets
-    from .. import models, toolbox
 
-    if launched_by_torchrun():
-        raise CommandError("'ppmodels train np' runs in one process; launch it without torchrun")
-    if args.min_context > args.max_context or args.max_context > args.points:
-        raise CommandError(
-            f"--min-context ({args.min_context}) <= --max-context ({args.max_context}) <= --points ({args.points}) "
-            "is required"
+class NPCommand(TrainCommand):
+    command, model = "train np", "np"
+    one_process = True
+
+    def default_out(self):
+        return f"runs/np-{self.args.data}"
+
+    def check(self):
+        args = self.args
+        if args.min_context > args.max_context or args.max_context > args.points:
+            raise CommandError(
+                f"--min-context ({args.min_context}) <= --max-context ({args.max_context}) <= --points "
+                f"({args.points}) is required"
+            )
+        if args.eval_context >= args.points:
+            raise CommandError(f"--eval-context ({args.eval_context}) must be fewer than --points ({args.points})")
+
+    def load(self):
+        args = self.args
+        make = family(args.data)
+        train = make(num_functions=args.functions, num_points=args.points, seed=args.seed)
+        self.test = make(num_functions=args.eval_functions, num_points=args.points, seed=args.seed + 10_000)
+        return train
+
+    def build(self, device):
+        from .. import models
+
+        args = self.args
+        return models.NeuralProcess(hidden=args.hidden, latent_dim=args.latent_dim, attention=args.attention)
+
+    def describe(self):
+        args = self.args
+        return (
+            f"{'an attentive' if args.attention else 'a'} neural process on {args.data} ({args.functions} functions "
+            f"x {args.points} points, fresh ones every epoch) with {args.elbo} for {args.epochs} epochs"
         )
-    if args.eval_context >= args.points:
-        raise CommandError(f"--eval-context ({args.eval_context}) must be fewer than --points ({args.points})")
-    run_dir = RunDir("train np", args, explicit, f"runs/np-{args.data}")
-    device = resolve_device(args.device)
-    make = family(args.data)
-    train = make(num_functions=args.functions, num_points=args.points, seed=args.seed)
-    test = make(num_functions=args.eval_functions, num_points=args.points, seed=args.seed + 10_000)
-    regenerate = lambda seed: make(num_functions=args.functions, num_points=args.points, seed=seed)  # noqa: E731
-    batches = datasets.ContextTargetBatches(
-        train, args.batch_size, args.min_context, args.max_context, seed=args.seed, regenerate=regenerate
-    )
-    torch.manual_seed(args.seed)
-    pair = models.NeuralProcess(hidden=args.hidden, latent_dim=args.latent_dim, attention=args.attention)
-    print(
-        f"{'resuming' if run_dir.resuming else 'training'} {'an attentive' if args.attention else 'a'} neural process "
-        f"on {args.data} ({args.functions} functions x {args.points} points, fresh ones every epoch) with {args.elbo} "
-        f"for {args.epochs} epochs",
-        flush=True,
-    )
-    probe = [t.to(device) for t in toolbox.split_context(test, args.eval_context, seed=args.seed)]
-    diagnostics = _diagnostics(pair, probe)
-    result, train_seconds = fit_run(
-        run_dir,
-        pair,
-        batches,
-        args,
-        device,
-        batch_size=None,
-        callbacks=[diagnostics],
-        metrics=lambda: {"history": diagnostics.history},
-    )
-    history = diagnostics.history
-    evaluation = toolbox.evaluate_neural_process(
-        pair, test, args.eval_context, args.eval_samples, seed=args.seed, device=device
-    )
-    run_dir.save_model(pair, {"command": "train np", "model": "np", "data": args.data, "points": args.points})
-    metrics = {
-        "status": "done",
-        "model": "attentive neural process" if args.attention else "neural process",
-        "data": args.data,
-        "epochs": args.epochs,
-        "epochs_done": result.epochs,
-        "steps": result.num_steps,
-        "seed": args.seed,
-        "train_loss": result.train_loss,
-        "epoch_seconds": result.epoch_seconds,
-        "train_seconds": train_seconds,
-        "history": history,
-        "evaluation": evaluation.to_dict(),
-        "units": "log-likelihoods in nats per target point; the targets are all points of a function",
-    }
-    run_dir.write_json("metrics.json", metrics)
-    figures(run_dir, pair, test, history, device, args)
-    e = evaluation
-    oracle = f", GP oracle {e.oracle_log_likelihood:.3f} (gap {e.oracle_gap:.3f})" if e.oracle_gap is not None else ""
-    print(
-        f"test log-likelihood {e.log_likelihood:.3f} nats per target{oracle}; 90% coverage inside the context "
-        f"range {e.coverage_inside:.3f}, outside {e.coverage_outside:.3f}"
-    )
-    print(f"wrote metrics.json, model.pt and figures to {run_dir.path.resolve()}")
-    return run_dir.path
+
+    def training(self, device):
+        from .. import data as datasets
+        from .. import toolbox
+
+        args, make = self.args, family(self.args.data)
+        regenerate = lambda seed: make(num_functions=args.functions, num_points=args.points, seed=seed)  # noqa: E731
+        batches = datasets.ContextTargetBatches(
+            self.data, args.batch_size, args.min_context, args.max_context, seed=args.seed, regenerate=regenerate
+        )
+        probe = [t.to(device) for t in toolbox.split_context(self.test, args.eval_context, seed=args.seed)]
+        self.diagnostics = diagnostics = _diagnostics(self.pair, probe)
+        return batches, {
+            "batch_size": None,
+            "callbacks": [diagnostics],
+            "metrics": lambda: {"history": diagnostics.history},
+        }
+
+    def about(self):
+        return {
+            "model": "attentive neural process" if self.args.attention else "neural process",
+            "data": self.args.data,
+        }
+
+    def evaluate(self, result, device):
+        from .. import toolbox
+
+        args = self.args
+        self.evaluation = toolbox.evaluate_neural_process(
+            self.pair, self.test, args.eval_context, args.eval_samples, seed=args.seed, device=device
+        )
+        return {
+            "history": self.diagnostics.history,
+            "evaluation": self.evaluation.to_dict(),
+            "units": "log-likelihoods in nats per target point; the targets are all points of a function",
+        }
+
+    def metadata(self):
+        return {"points": self.args.points}
+
+    def figures(self, result, device, metrics):
+        figures(self.run_dir, self.pair, self.test, self.diagnostics.history, device, self.args)
+
+    def summary(self, metrics):
+        e = self.evaluation
+        oracle = (
+            f", GP oracle {e.oracle_log_likelihood:.3f} (gap {e.oracle_gap:.3f})" if e.oracle_gap is not None else ""
+        )
+        return (
+            f"test log-likelihood {e.log_likelihood:.3f} nats per target{oracle}; 90% coverage inside the context "
+            f"range {e.coverage_inside:.3f}, outside {e.coverage_outside:.3f}"
+        )
 
 
 def prediction_panels(pair, test, eval_context, seed, device, count=6, num_samples=100):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ._options import DATA_HELP, Formatter, Options, add_run_options, dims, nonnegative_float, positive_int
-from ._run import CommandError, RunDir, fit_run, resolve_device
+from ._run import CommandError, TrainCommand
 
 
 def add_model_parser(models, explicit):
@@ -71,78 +71,108 @@ def supervised_baseline(x, y, x_test, y_test, shape, num_classes, hidden, steps,
 
 
 def run(args, explicit):
-    import torch
+    return SSVAECommand(args, explicit).run()
 
-    from .. import data as datasets
-    from .. import plots
 
-    run_dir = RunDir("train ssvae", args, explicit, f"runs/ssvae-{args.data.partition(':')[0]}-{args.labels}")
-    data = datasets.load(args.data, image_size=args.image_size, download=args.download)
-    if args.labels < data.num_classes or args.labels >= len(data.train_y):
-        raise CommandError(
-            f"--labels must be between the {data.num_classes} classes and the {len(data.train_y)} training images, "
-            f"got {args.labels}"
+class SSVAECommand(TrainCommand):
+    command, model = "train ssvae", "ssvae"
+
+    def default_out(self):
+        return f"runs/ssvae-{self.args.data.partition(':')[0]}-{self.args.labels}"
+
+    def load(self):
+        from .. import data as datasets
+
+        args = self.args
+        data = datasets.load(args.data, image_size=args.image_size, download=args.download)
+        if args.labels < data.num_classes or args.labels >= len(data.train_y):
+            raise CommandError(
+                f"--labels must be between the {data.num_classes} classes and the {len(data.train_y)} training "
+                f"images, got {args.labels}"
+            )
+        self.split = datasets.split_labelled(data.train_x, data.train_y, args.labels, data.num_classes, seed=args.seed)
+        return data
+
+    def build(self, device):
+        return build(self.args, self.data.image_shape, self.data.num_classes, len(self.data.train_y))
+
+    def describe(self):
+        args, x_u = self.args, self.split[2]
+        return (
+            f"M2 on {self.data.name}: {args.labels} labelled and {len(x_u)} unlabelled images, "
+            f"α = {self.pair.aux_weight:g}, for {args.epochs} epochs"
         )
-    device = resolve_device(args.device)
-    x_l, y_l, x_u = datasets.split_labelled(data.train_x, data.train_y, args.labels, data.num_classes, seed=args.seed)
-    batches = datasets.SemiSupervisedBatches(
-        (x_l, y_l), x_u, args.batch_size, labelled_batch_size=args.labelled_batch_size, seed=args.seed
-    )
-    torch.manual_seed(args.seed)
-    pair = build(args, data.image_shape, data.num_classes, len(data.train_y))
-    print(
-        f"{'resuming' if run_dir.resuming else 'training'} M2 on {data.name}: {args.labels} labelled and "
-        f"{len(x_u)} unlabelled images, α = {pair.aux_weight:g}, for {args.epochs} epochs",
-        flush=True,
-    )
-    result, train_seconds = fit_run(run_dir, pair, batches, args, device, batch_size=None)
-    test_x, test_y = data.test_x.to(device), data.test_y.to(device)
-    accuracy = float((pair.classify(test_x) == test_y).float().mean())
-    test_elbo = float(pair.elbo(test_x, seed=args.seed).mean())
-    baseline = supervised_baseline(
-        x_l.to(device),
-        y_l.to(device),
-        test_x,
-        test_y,
-        data.image_shape,
-        data.num_classes,
-        tuple(args.hidden),
-        args.baseline_steps,
-        args.seed,
-    )
-    run_dir.save_model(
-        pair, {"command": "train ssvae", "model": "ssvae", "data": args.data, "class_names": list(data.class_names)}
-    )
-    metrics = {
-        "status": "done",
-        "model": "ssvae (M2)",
-        "data": data.name,
-        "labels": args.labels,
-        "num_unlabelled": len(x_u),
-        "aux_weight": pair.aux_weight,
-        "elbo": args.elbo,
-        "epochs": args.epochs,
-        "epochs_done": result.epochs,
-        "seed": args.seed,
-        "train_loss": result.train_loss,
-        "epoch_seconds": result.epoch_seconds,
-        "train_seconds": train_seconds,
-        "test_accuracy": accuracy,
-        "test_elbo": test_elbo,
-        "supervised_baseline_accuracy": baseline,
-        "units": "losses: negative ELBO in nats per training image (labelled and unlabelled); test ELBO in "
-        "nats per test image, the label summed out",
-    }
-    run_dir.write_json("metrics.json", metrics)
-    run_dir.figure(plots.loss_curves(result.train_loss, title=f"M2 on {data.name}, {args.labels} labels"), "loss.png")
-    per = 10
-    with torch.no_grad():
-        samples = pair.generate(torch.arange(data.num_classes, device=device).repeat_interleave(per), seed=args.seed)
-    rows = samples.cpu().reshape(data.num_classes, per, *samples.shape[1:])
-    run_dir.figure(plots.class_rows(rows, data.class_names, title="samples per class"), "class_samples.png")
-    print(
-        f"test accuracy {accuracy:.4f} (the classifier trained on the {args.labels} labels alone: {baseline:.4f}); "
-        f"test ELBO {test_elbo:.2f} nats per image"
-    )
-    print(f"wrote metrics.json, model.pt and figures to {run_dir.path.resolve()}")
-    return run_dir.path
+
+    def training(self, device):
+        from .. import data as datasets
+
+        x_l, y_l, x_u = self.split
+        args = self.args
+        batches = datasets.SemiSupervisedBatches(
+            (x_l, y_l), x_u, args.batch_size, labelled_batch_size=args.labelled_batch_size, seed=args.seed
+        )
+        return batches, {"batch_size": None}
+
+    def about(self):
+        return {
+            "model": "ssvae (M2)",
+            "data": self.data.name,
+            "labels": self.args.labels,
+            "num_unlabelled": len(self.split[2]),
+            "aux_weight": self.pair.aux_weight,
+            "elbo": self.args.elbo,
+        }
+
+    def evaluate(self, result, device):
+        import torch
+
+        args, data, pair = self.args, self.data, self.pair
+        x_l, y_l, _ = self.split
+        test_x, test_y = data.test_x.to(device), data.test_y.to(device)
+        with torch.no_grad():
+            accuracy = float((pair.classify(test_x) == test_y).float().mean())
+        test_elbo = float(pair.elbo(test_x, seed=args.seed).mean())
+        baseline = supervised_baseline(
+            x_l.to(device),
+            y_l.to(device),
+            test_x,
+            test_y,
+            data.image_shape,
+            data.num_classes,
+            tuple(args.hidden),
+            args.baseline_steps,
+            args.seed,
+        )
+        return {
+            "test_accuracy": accuracy,
+            "test_elbo": test_elbo,
+            "supervised_baseline_accuracy": baseline,
+            "units": "losses: negative ELBO in nats per training image (labelled and unlabelled); test ELBO in "
+            "nats per test image, the label summed out",
+        }
+
+    def metadata(self):
+        return {"class_names": list(self.data.class_names)}
+
+    def figures(self, result, device, metrics):
+        import torch
+
+        from .. import plots
+
+        args, data = self.args, self.data
+        self.run_dir.figure(
+            plots.loss_curves(result.train_loss, title=f"M2 on {data.name}, {args.labels} labels"), "loss.png"
+        )
+        per = 10
+        with torch.no_grad():
+            labels = torch.arange(data.num_classes, device=device).repeat_interleave(per)
+            samples = self.pair.generate(labels, seed=args.seed)
+        rows = samples.cpu().reshape(data.num_classes, per, *samples.shape[1:])
+        self.run_dir.figure(plots.class_rows(rows, data.class_names, title="samples per class"), "class_samples.png")
+
+    def summary(self, metrics):
+        return (
+            f"test accuracy {metrics['test_accuracy']:.4f} (the classifier trained on the {self.args.labels} labels "
+            f"alone: {metrics['supervised_baseline_accuracy']:.4f}); test ELBO {metrics['test_elbo']:.2f} nats per "
+            "image"
+        )
