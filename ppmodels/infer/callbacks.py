@@ -89,6 +89,21 @@ class CallbackList(list):
 
         return call
 
+    def state_dicts(self) -> list:
+        """The states a checkpoint keeps: those of callbacks that define ``state_dict`` (and
+        run before the checkpoint), with their types."""
+        return [{"type": type(cb).__name__, "state": cb.state_dict()} for cb in self if _keeps_state(cb)]
+
+    def load_state_dicts(self, saved: list) -> None:
+        """Give each callback its state from :meth:`state_dicts` (matched in order and type)."""
+        for cb, entry in zip([cb for cb in self if _keeps_state(cb)], saved):
+            if entry["type"] == type(cb).__name__:
+                cb.load_state_dict(entry["state"])
+
+
+def _keeps_state(cb) -> bool:
+    return type(cb).state_dict is not Callback.state_dict and not cb.after_checkpoint
+
 
 class TrainState:
     """What callbacks see: the pair, the optimizer, the position in training and the step's loss.

@@ -419,19 +419,19 @@ def fit_batches(data, options, pair=None, *, shuffle, generator, device=None):
     parameters' precision and which gets mini-batches; otherwise the whole data set at each
     step unless mini-batches are asked for. ``internal``: the data are batches ppmodels made
     (the facade's), whose scaling fit does not check."""
-    own = pair is not None
-    if own and isinstance(data, (torch.Tensor, tuple, dict)):
+    scales_batches = pair is not None
+    if scales_batches and isinstance(data, (torch.Tensor, tuple, dict)):
         data = _match_dtype(as_args(data), pair)  # e.g. float64 data for a float32 pair
     if device is not None and isinstance(data, (torch.Tensor, tuple, dict)) and options.batch_size is None:
         data = to_device(as_args(data), device)  # the whole data set moves once
     train = make_batches(
-        data, options.batch_size, shuffle=shuffle, generator=generator, name="data", full_batch=not own
+        data, options.batch_size, shuffle=shuffle, generator=generator, name="data", full_batch=not scales_batches
     )
     val = options.val_data
     if val is not None:
-        if own and isinstance(val, (torch.Tensor, tuple, dict)):
+        if scales_batches and isinstance(val, (torch.Tensor, tuple, dict)):
             val = _match_dtype(as_args(val), pair)
-        val = make_batches(val, options.batch_size, shuffle=False, name="val_data", full_batch=not own)
+        val = make_batches(val, options.batch_size, shuffle=False, name="val_data", full_batch=not scales_batches)
     return train, val, isinstance(data, Batches)
 
 

@@ -28,10 +28,9 @@ import torch
 
 from . import checkpoint as ckpt
 from . import distributed as dist_
-from .callbacks import Callback, CallbackList, Checkpoint, LRScheduler, NaNGuard, Progress, TrainState, Validation
+from .callbacks import CallbackList, Checkpoint, LRScheduler, NaNGuard, Progress, TrainState, Validation
 from .data import (
     FullBatch,
-    as_args,
     batch_size_of,
     call_arguments,
     check_batch_finite,
@@ -214,7 +213,9 @@ class _Run:
     def __init__(self, pair, data, options: FitOptions):
         o = self.options = options
         self.pair = pair
-        self.own = own = declares_data_size(pair)  # ppmodels' convention: the pair scales its batches
+        self.scales_batches = scales_batches = declares_data_size(
+            pair
+        )  # ppmodels' convention: the pair scales its batches
         self.rank, self.world, device = 0, 1, o.device
         if o.distributed:
             self.rank, self.world, device = dist_.init_distributed(pair, device)
@@ -227,18 +228,18 @@ class _Run:
         if o.distributed:  # every process must shuffle alike: rank 0's seed
             data_seed = dist_.broadcast_int(data_seed, device)
         self.generator = torch.Generator().manual_seed(data_seed)
-        self.shuffle = own if o.shuffle is None else bool(o.shuffle)
+        self.shuffle = scales_batches if o.shuffle is None else bool(o.shuffle)
         self.train, self.val, internal = fit_batches(
-            data, o, pair if own else None, shuffle=self.shuffle, generator=self.generator, device=device
+            data, o, pair if scales_batches else None, shuffle=self.shuffle, generator=self.generator, device=device
         )
         if o.distributed:
             if isinstance(self.train.source, FullBatch):
                 raise ValueError("fit(distributed=True) shards mini-batches: give `batch_size`")
             self.train = dist_.shard(self.train, o.batch_size, self.shuffle, data_seed, self.rank, self.world)
         n = self.train.num_data
-        if own:
+        if scales_batches:
             pair.set_num_data(n)
-        self.passes_indices = not own and names_keyword(getattr(pair, "model_fn", pair.model), "subsample")
+        self.passes_indices = not scales_batches and names_keyword(getattr(pair, "model_fn", pair.model), "subsample")
         if self.passes_indices:
             check_keywords(pair, ["subsample"], "fit (the model takes `subsample`, so fit)")
             if not self.train.knows_indices:
@@ -251,7 +252,7 @@ class _Run:
             pair,
             o,
             self.train,
-            own=own,
+            scales_batches=scales_batches,
             internal=internal,
             shuffle=self.shuffle,
             passes_indices=self.passes_indices,
@@ -282,7 +283,8 @@ class _Run:
         cbs = [NaNGuard(self.step.reports_loss, o.nan_check_every)]
         if o.scheduler is not None:
             cbs.append(LRScheduler(o.scheduler))
-        cbs.append(Validation(self._validation_loss if self.val is not None else None))
+        validate = (lambda: self.step.validation_loss(self.val, self.device)) if self.val is not None else None
+        cbs.append(Validation(validate))
         cbs += [cb for cb in o.callbacks if not cb.after_checkpoint]
         if o.checkpoint is not None and self.rank == 0:
             cbs.append(Checkpoint(o.checkpoint, self.save))
@@ -303,7 +305,7 @@ class _Run:
                 )
             with pyro.validation_enabled(self.options.validate == "always"):
                 if self.resumed is not None:
-                    self._load_callback_states()
+                    self.callbacks.load_state_dicts((self.resumed.get("fit") or {}).get("callbacks") or [])
                 yield
 
     # -- the loop's bookkeeping ------------------------------------------------------------
@@ -353,22 +355,6 @@ class _Run:
             self.pair.eval()
         return self.result
 
-    @torch.no_grad()
-    def _validation_loss(self):
-        pair, step = self.pair, self.step
-        if isinstance(pair, torch.nn.Module):
-            pair.eval()
-        total, seen = 0.0, 0
-        with pyro.validation_enabled(False):
-            for batch in self.val:
-                batch = to_device(as_args(batch), self.device)
-                b = batch_size_of(batch)
-                total += step.loss(*call_arguments(batch, self.options.kwargs)) / (step.denominator or b) * b
-                seen += b
-        if isinstance(pair, torch.nn.Module):
-            pair.train()
-        return total / max(seen, 1)
-
     # -- checkpoints ---------------------------------------------------------------------------
     def save(self, path):
         self.result.stopped = self.state.stop_reason
@@ -381,7 +367,7 @@ class _Run:
             result=asdict(self.result),
             data=self.train.state_dict(),
             params=self.step.params.state_dict(),
-            callbacks=[{"type": type(cb).__name__, "state": cb.state_dict()} for cb in self.callbacks if _keeps(cb)],
+            callbacks=self.callbacks.state_dicts(),
             settings=self.settings(),
             seed=self.options.seed,
             stopped=self.state.stop_reason,
@@ -393,7 +379,10 @@ class _Run:
         fit_state = state["fit"]
         if self.train.num_data > 0:  # create the parameters first used in a step, to load their values
             batch, indices = next(iter(self.train.indexed()))
-            self.step.declare(to_device(batch, self.device), indices, path)
+            args, kwargs = call_arguments(to_device(batch, self.device), o.kwargs)
+            if self.passes_indices and indices is not None:
+                kwargs = {**kwargs, "subsample": indices}
+            self.step.params.declare(args, kwargs, path)
         ckpt.restore_module(self.pair, state)
         self.step.params.load_state_dict(fit_state.get("params") or {}, path)
         self.step.optimizer_state = state.get("optimizer")
@@ -404,17 +393,6 @@ class _Run:
         ckpt.set_random_state(fit_state.get("rng") or {}, self.generator, self.device)
         self.train.load_state_dict(fit_state.get("data"))
         return state
-
-    def _load_callback_states(self):
-        saved = (self.resumed.get("fit") or {}).get("callbacks") or []
-        for cb, entry in zip([cb for cb in self.callbacks if _keeps(cb)], saved):
-            if entry["type"] == type(cb).__name__:
-                cb.load_state_dict(entry["state"])
-
-
-def _keeps(cb) -> bool:
-    """Whether a callback's state goes into the checkpoint."""
-    return type(cb).state_dict is not Callback.state_dict and not cb.after_checkpoint
 
 
 __all__ = ["FitResult", "NonFiniteLossError", "fit", "make_optimizer"]

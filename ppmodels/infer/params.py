@@ -15,6 +15,7 @@ import contextlib
 
 import pyro
 import torch
+from pyro import poutine
 from pyro.poutine.messenger import Messenger
 
 
@@ -93,6 +94,20 @@ class TrainedParameters:
             t.grad = None
 
     # -- checkpoints ------------------------------------------------------------------------
+    def declare(self, args, kwargs, source) -> None:
+        """Run the guide and the model once on a batch's ``(args, kwargs)``, without gradients,
+        so that parameters created on first use (autoguides, ``pyro.param``) exist before a
+        checkpoint's values are loaded into them (``source`` names the checkpoint in errors)."""
+        try:
+            with torch.no_grad(), pyro.validation_enabled(False), poutine.block():
+                guide_trace = poutine.trace(self.pair.guide).get_trace(*args, **kwargs)
+                poutine.replay(self.pair.model, trace=guide_trace)(*args, **kwargs)
+        except Exception as error:
+            raise ValueError(
+                f"`resume`: running the guide and model once on the first batch (to create the parameters the "
+                f"checkpoint {source} restores) failed: {type(error).__name__}: {error}"
+            ) from error
+
     def state_dict(self) -> dict:
         """The ``pyro.param`` values trained (unconstrained copies), by name; module parameters
         are in the pair's own ``state_dict``."""

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import pyro
 import torch
-from pyro import poutine
 
 from . import checks
 from . import distributed as dist_
 from .compiled import CompiledStep, check_compilable, estimator_loss
-from .data import call_arguments, num_batches
+from .data import as_args, batch_size_of, call_arguments, num_batches, to_device
 from .elbo import Objective, estimator_name, get_elbo, is_jit
 from .optim import make_optimizer
 from .pairs import check_keywords, signature_of
@@ -37,9 +36,16 @@ class TrainingStep:
     :ivar per: what the losses are per (:attr:`FitResult.per <ppmodels.infer.FitResult.per>`).
     """
 
-    def __init__(self, pair, options, data, *, own, internal, shuffle, passes_indices, device, optimizer_state=None):
+    def __init__(
+        self, pair, options, data, *, scales_batches, internal, shuffle, passes_indices, device, optimizer_state=None
+    ):
         self.pair, self.options, self.data = pair, options, data
-        self.own, self.internal, self.shuffle, self.passes_indices = own, internal, shuffle, passes_indices
+        self.scales_batches, self.internal, self.shuffle, self.passes_indices = (
+            scales_batches,
+            internal,
+            shuffle,
+            passes_indices,
+        )
         self.optimizer_state = optimizer_state
         elbo = options.elbo
         nesting = getattr(pair, "max_plate_nesting", None) if isinstance(elbo, (str, tuple)) else None
@@ -68,7 +74,7 @@ class TrainingStep:
         self.params = TrainedParameters(pair)
         self.optimizer = None
         self.compiled = None  # the compiled step, from the second step on with compile=
-        self.denominator = data.num_data if own else None
+        self.denominator = data.num_data if scales_batches else None
         self.per = "sample"
 
     def __call__(self, state):
@@ -83,7 +89,7 @@ class TrainingStep:
             return value
         # A user's program: gradients are zeroed, not dropped, as pyro.infer.SVI does, so that a
         # parameter a step leaves unused still takes its optimizer's momentum step as in Pyro.
-        self.optimizer.zero_grad(set_to_none=self.own)
+        self.optimizer.zero_grad(set_to_none=self.scales_batches)
         if self.compiled is not None:
             return self.compiled(args, kwargs)
         return self.eager(args, kwargs)
@@ -92,9 +98,22 @@ class TrainingStep:
     def reports_loss(self) -> bool:
         return self.objective.reports_loss
 
-    def loss(self, args, kwargs):
-        """The loss of one batch, without gradients or checks (validation)."""
-        return self.objective.loss(args, kwargs)
+    @torch.no_grad()
+    def validation_loss(self, batches, device=None) -> float:
+        """The loss per datum over ``batches``, without gradients, checks or updates."""
+        pair = self.pair
+        if isinstance(pair, torch.nn.Module):
+            pair.eval()
+        total, seen = 0.0, 0
+        with pyro.validation_enabled(False):
+            for batch in batches:
+                batch = to_device(as_args(batch), device)
+                b = batch_size_of(batch)
+                total += self.objective.loss(*call_arguments(batch, self.options.kwargs)) / (self.denominator or b) * b
+                seen += b
+        if isinstance(pair, torch.nn.Module):
+            pair.train()
+        return total / max(seen, 1)
 
     # -- the first step --------------------------------------------------------------------
     def _first(self, args, kwargs, batch_size):
@@ -136,7 +155,7 @@ class TrainingStep:
             checks.check_estimator(self.elbo, rec, named, leaf_ids)
             if failed is not None:
                 return
-            if not self.own and not self.internal:
+            if not self.scales_batches and not self.internal:
                 n = data.num_data
                 if data.sliced and batch_size < n:
                     given = options.batch_size
@@ -189,24 +208,6 @@ class TrainingStep:
             functions=functions,
             extra_key=settings,
         )
-
-    # -- resuming ----------------------------------------------------------------------------
-    def declare(self, batch, indices, source):
-        """Run the guide and the model once on ``batch``, without gradients, so that parameters
-        created on first use (autoguides, ``pyro.param``) exist before a checkpoint's values
-        are loaded into them (``source`` names the checkpoint in errors)."""
-        args, kwargs = call_arguments(batch, self.options.kwargs)
-        if self.passes_indices and indices is not None:
-            kwargs = {**kwargs, "subsample": indices}
-        try:
-            with torch.no_grad(), pyro.validation_enabled(False), poutine.block():
-                guide_trace = poutine.trace(self.pair.guide).get_trace(*args, **kwargs)
-                poutine.replay(self.pair.model, trace=guide_trace)(*args, **kwargs)
-        except Exception as error:
-            raise ValueError(
-                f"`resume`: running the guide and model once on the first batch (to create the parameters the "
-                f"checkpoint {source} restores) failed: {type(error).__name__}: {error}"
-            ) from error
 
 
 def _check_jit_arguments(pair, args, name):
