@@ -140,7 +140,7 @@ def run_compare(args, explicit):
     import torch
 
     from .. import infer, plots
-    from ..infer.compare import mean_functions
+    from ..infer.problem import mean_functions
 
     problem_fn, data_fn = problems()[args.problem]
     problem = problem_fn()

@@ -131,6 +131,13 @@ class TrainingStep:
                     value = self.eager(args, kwargs)
                 except Exception as error:
                     self._check(batch_size, failed=error)
+                    if _sampled_a_flat_prior(error):
+                        raise ValueError(
+                            "the first step drew from a flat prior (pyro.distributions.ImproperUniform), which has no "
+                            "draws: Pyro's autoguides start from prior draws. Build the autoguide with "
+                            "init_loc_fn=ppmodels.infer.initialization.init_to_feasible (or init_to_median, "
+                            "init_to_uniform: Pyro's strategies, with flat priors started in the unconstrained space)"
+                        ) from error
                     raise
         self._check(batch_size)
         module_params, leaves = self.params.collect(self.recorder)
@@ -208,6 +215,14 @@ class TrainingStep:
             functions=functions,
             extra_key=settings,
         )
+
+
+def _sampled_a_flat_prior(error) -> bool:
+    while error is not None:
+        if isinstance(error, NotImplementedError) and "ImproperUniform" in str(error):
+            return True
+        error = error.__cause__
+    return False
 
 
 def _check_jit_arguments(pair, args, name):

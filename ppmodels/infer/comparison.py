@@ -1,0 +1,212 @@
+"""compare's result and its report: each method's posterior (:class:`MethodResult`) and the
+scores, tables and exports of all of them (:class:`Comparison`: rows per latent and method,
+a summary per method, markdown, JSON, ArviZ). A new score is a new column here."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+
+
+@dataclass
+class MethodResult:
+    """One method's posterior: flattened samples per latent, and what it cost."""
+
+    name: str
+    kind: str  # "vi" or "mcmc"
+    samples: dict  # latent name -> (S,) tensor
+    site_samples: dict  # site name -> (S, *shape) tensor
+    seconds: float
+    diagnostics: dict = field(default_factory=dict)  # latent -> {"r_hat", "ess"} (MCMC)
+    predictive_log_likelihood: float | None = None
+    final_loss: float | None = None  # VI: negative ELBO per data point at the end
+    losses: list = field(default_factory=list)  # VI: the loss of every step
+    discrete: dict = field(default_factory=dict)  # discrete site -> posterior marginal probabilities (..., K)
+    notes: list = field(default_factory=list)  # how the method was run, where it differs from the defaults
+    mcmc: object = None  # the pyro.infer.MCMC object (MCMC methods), for ArviZ
+
+
+@dataclass
+class Comparison:
+    """The result of :func:`compare`; ``to_markdown()``, ``to_dict()`` and ``to_json()`` report it."""
+
+    latent_names: list
+    methods: list
+    exact: dict | None = None  # latent -> {"mean", "sd"}
+    reference: str | None = None  # the MCMC method Wasserstein distances are measured to
+    discrete: list = field(default_factory=list)  # the model's discrete latent sites
+    exact_discrete: dict | None = None  # discrete site -> exact posterior marginal probabilities
+    warnings: list = field(default_factory=list)  # reasons to distrust a method's answer
+
+    def method(self, name) -> MethodResult:
+        for m in self.methods:
+            if m.name == name:
+                return m
+        raise KeyError(f"no method {name!r}; have {[m.name for m in self.methods]}")
+
+    def moments(self, name) -> dict:
+        """latent -> (mean, sd) under method ``name``."""
+        m = self.method(name)
+        return {k: (float(v.double().mean()), float(v.double().std())) for k, v in m.samples.items()}
+
+    def rows(self) -> list:
+        """One row per (latent, method)."""
+        from scipy.stats import wasserstein_distance
+
+        ref = self.method(self.reference) if self.reference else None
+        rows = []
+        for latent in self.latent_names:
+            for m in self.methods:
+                values = m.samples[latent].double()
+                row = {"latent": latent, "method": m.name, "mean": float(values.mean()), "sd": float(values.std())}
+                if self.exact:
+                    ex = self.exact[latent]
+                    row.update(
+                        exact_mean=ex["mean"],
+                        exact_sd=ex["sd"],
+                        mean_error=row["mean"] - ex["mean"],
+                        sd_ratio=row["sd"] / ex["sd"],
+                    )
+                if ref is not None and m is not ref:
+                    row["w1_to_reference"] = float(wasserstein_distance(values.numpy(), ref.samples[latent].numpy()))
+                if m.diagnostics:
+                    row.update(m.diagnostics[latent])
+                rows.append(row)
+        return rows
+
+    def summary(self) -> list:
+        """One row per method: wall time, predictive log-likelihood, average errors, diagnostics."""
+        rows = self.rows()
+        out = []
+        for m in self.methods:
+            mine = [r for r in rows if r["method"] == m.name]
+            row = {
+                "method": m.name,
+                "kind": m.kind,
+                "seconds": m.seconds,
+                "predictive_log_likelihood": m.predictive_log_likelihood,
+            }
+            if self.exact:
+                row["mean_abs_mean_error"] = sum(abs(r["mean_error"]) for r in mine) / len(mine)
+                row["mean_sd_ratio"] = sum(r["sd_ratio"] for r in mine) / len(mine)
+            if any("w1_to_reference" in r for r in mine):
+                row["mean_w1_to_reference"] = sum(r["w1_to_reference"] for r in mine) / len(mine)
+            if m.diagnostics:
+                row["max_r_hat"] = max(r["r_hat"] for r in mine)
+                row["min_ess"] = min(r["ess"] for r in mine)
+                row["min_ess_per_second"] = row["min_ess"] / m.seconds
+            if self.exact_discrete and m.discrete:
+                errors = [
+                    (m.discrete[site] - self.exact_discrete[site]).abs().mean()
+                    for site in self.exact_discrete
+                    if site in m.discrete
+                ]
+                row["discrete_mean_abs_error"] = float(sum(errors) / len(errors))
+            out.append(row)
+        return out
+
+    def discrete_rows(self) -> list:
+        """One row per (discrete site, method): the posterior probability of each value, for
+        every element of the site (e.g. each datum's assignment)."""
+        rows = []
+        for site in self.discrete:
+            for m in self.methods:
+                if site not in m.discrete:
+                    continue
+                probs = m.discrete[site]
+                row = {"site": site, "method": m.name, "probs": probs.tolist()}
+                if self.exact_discrete and site in self.exact_discrete:
+                    row["max_abs_error"] = float((probs - self.exact_discrete[site]).abs().max())
+                rows.append(row)
+        return rows
+
+    def to_arviz(self) -> dict:
+        """``{method name: arviz.InferenceData}``: MCMC through ArviZ's Pyro converter (with its
+        sample statistics), VI draws as a one-chain posterior group. Needs ArviZ
+        (``pip install "ppmodels[arviz]"``)."""
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # ArviZ announces its refactor on import
+                import arviz as az
+        except ImportError as exc:
+            raise ImportError('to_arviz() needs ArviZ: pip install arviz (or pip install "ppmodels[arviz]")') from exc
+        out = {}
+        for m in self.methods:
+            if m.mcmc is not None:
+                out[m.name] = az.from_pyro(m.mcmc, log_likelihood=False)
+            else:
+                out[m.name] = az.from_dict(
+                    posterior={k: v.detach().cpu().numpy()[None] for k, v in m.site_samples.items()}
+                )
+        return out
+
+    def to_dict(self) -> dict:
+        return {
+            "latents": self.latent_names,
+            "reference": self.reference,
+            "summary": self.summary(),
+            "latent_rows": self.rows(),
+            "discrete_rows": self.discrete_rows(),
+            "notes": {m.name: m.notes for m in self.methods if m.notes},
+            "warnings": self.warnings,
+        }
+
+    def to_json(self, **kwargs) -> str:
+        return json.dumps(self.to_dict(), indent=2, **kwargs)
+
+    def to_markdown(self) -> str:
+        def fmt(v):
+            if v is None:
+                return "-"
+            return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+        lines = []
+        summary = self.summary()
+        keys = [
+            k
+            for k in [
+                "method",
+                "kind",
+                "seconds",
+                "predictive_log_likelihood",
+                "mean_abs_mean_error",
+                "mean_sd_ratio",
+                "mean_w1_to_reference",
+                "discrete_mean_abs_error",
+                "max_r_hat",
+                "min_ess",
+                "min_ess_per_second",
+            ]
+            if any(k in r for r in summary)
+        ]
+        lines += ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+        lines += ["| " + " | ".join(fmt(r.get(k)) for k in keys) + " |" for r in summary]
+        rows = self.rows()
+        keys = [
+            k
+            for k in [
+                "latent",
+                "method",
+                "mean",
+                "sd",
+                "exact_mean",
+                "exact_sd",
+                "sd_ratio",
+                "w1_to_reference",
+                "r_hat",
+                "ess",
+            ]
+            if any(k in r for r in rows)
+        ]
+        lines += ["", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+        lines += ["| " + " | ".join(fmt(r.get(k)) for k in keys) + " |" for r in rows]
+        notes = [f"- {m.name}: {note}" for m in self.methods for note in m.notes]
+        if notes:
+            lines += ["", "Notes:", *notes]
+        if self.warnings:
+            lines += ["", "Warnings:", *[f"- {w}" for w in self.warnings]]
+        return "\n".join(lines) + "\n"
+
+
+__all__ = ["Comparison", "MethodResult"]

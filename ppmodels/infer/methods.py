@@ -1,0 +1,254 @@
+"""compare's methods, one unit per kind: :class:`GuideMethod` (variational inference with a
+guide, trained by :func:`~ppmodels.infer.fit`) and :class:`KernelMethod` (Pyro's MCMC with a
+kernel). Each runs on a :class:`~ppmodels.infer.problem.Problem` with compare's
+:class:`Settings` and returns its :class:`~ppmodels.infer.comparison.MethodResult` and the
+warnings its own diagnostics raise. A new kind of method is a new class with the same
+``run``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import pyro
+import pyro.infer.autoguide as autoguide
+import torch
+from pyro import poutine
+from pyro.infer import HMC, MCMC, NUTS, config_enumerate
+
+from . import initialization as init
+from .callbacks import Callback
+from .comparison import MethodResult
+from .elbo import get_elbo
+from .fit import fit
+from .problem import _names
+
+#: guide names -> Pyro autoguides
+GUIDES = {
+    "meanfield": autoguide.AutoNormal,
+    "fullrank": autoguide.AutoMultivariateNormal,
+    "lowrank": autoguide.AutoLowRankMultivariateNormal,
+}
+#: each named guide's initial locations: Pyro's defaults for the autoguide, with flat
+#: (ImproperUniform) priors starting in the unconstrained space
+GUIDE_INIT = {
+    "meanfield": init.init_to_feasible,
+    "fullrank": init.init_to_median,
+    "lowrank": init.init_to_median,
+}
+#: kernel names -> Pyro MCMC kernels
+KERNELS = {"nuts": NUTS, "hmc": HMC}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """compare's settings, as its methods read them."""
+
+    seed: int = 0
+    progress: bool = False
+    vi_epochs: int = 3000
+    lr: float = 0.05
+    num_particles: int | None = None
+    num_vi_samples: int = 20000
+    num_samples: int = 1000
+    warmup_steps: int = 500
+    num_chains: int = 1
+    kernel_options: dict | None = None
+
+
+class GuideMethod:
+    """Variational inference with a guide: a named autoguide (:data:`GUIDES`) built on the
+    model's continuous latents, or the user's own guide; full-batch SVI steps with Adam at
+    ``lr`` decaying 100-fold, discrete sites summed out by enumeration."""
+
+    kind = "vi"
+
+    def __init__(self, name, guide=None):
+        self.name, self.guide = name, guide
+
+    def run(self, problem, settings: Settings) -> tuple:
+        pyro.set_rng_seed(settings.seed)
+        guide = self.guide
+        if guide is None:
+            guide = GUIDES[self.name](problem.continuous_model, init_loc_fn=GUIDE_INIT[self.name])
+        particles, particle_note = _particles(problem, settings.num_particles)
+        epochs = settings.vi_epochs
+        gamma = 0.01 ** (1.0 / epochs)
+        elbo = get_elbo(
+            "enum" if problem.discrete else "trace",
+            particles,
+            vectorize_particles=problem.broadcasts and particles > 1,
+            max_plate_nesting=problem.nesting,
+        )
+        monitor = _GradientMonitor(epochs)
+        start = time.perf_counter()
+        result = fit(
+            (problem.model_fn, guide),
+            problem.train,
+            epochs=epochs,
+            lr=settings.lr,
+            elbo=elbo,
+            seed=settings.seed,
+            progress=settings.progress,
+            scheduler=lambda opt: torch.optim.lr_scheduler.ExponentialLR(opt, gamma),
+            callbacks=[monitor],
+        )
+        seconds = time.perf_counter() - start
+        site_samples, draws_note = _vi_draws(guide, problem.train, problem.sites, settings.num_vi_samples, problem.dim)
+        notes = [n for n in (particle_note, draws_note) if n]
+        if problem.discrete:
+            notes.append("discrete sites summed out by enumeration (elbo='enum')")
+        method = MethodResult(
+            self.name,
+            self.kind,
+            problem.flatten(site_samples),
+            site_samples,
+            seconds,
+            final_loss=result.train_loss[-1],
+            losses=result.losses,
+            notes=notes,
+        )
+        if problem.discrete:
+            method.discrete = problem.discrete_marginals(site_samples)
+        warning = _vi_warning(self.name, monitor)
+        return method, [warning] if warning else []
+
+
+class KernelMethod:
+    """Pyro's MCMC with a named kernel (:data:`KERNELS`): Pyro's initialisation
+    (``init_to_uniform``, with flat priors too), discrete sites enumerated; r-hat, effective
+    sample sizes and divergences checked."""
+
+    kind = "mcmc"
+
+    def __init__(self, name):
+        self.name = name
+
+    def run(self, problem, settings: Settings) -> tuple:
+        pyro.set_rng_seed(settings.seed)
+        options = dict(settings.kernel_options or {})
+        if self.name == "hmc":
+            options.pop("max_tree_depth", None)
+        options.setdefault("init_strategy", init.init_to_uniform)  # Pyro's, with flat priors too
+        options.setdefault("max_plate_nesting", problem.plates)  # Pyro's guess would draw from flat priors
+        target = config_enumerate(problem.model_fn) if problem.discrete else problem.model_fn
+        sampler = MCMC(
+            KERNELS[self.name](target, **options),
+            num_samples=settings.num_samples,
+            warmup_steps=settings.warmup_steps,
+            num_chains=settings.num_chains,
+            disable_progbar=not settings.progress,
+        )
+        start = time.perf_counter()
+        sampler.run(*problem.train)
+        seconds = time.perf_counter() - start
+        sites = problem.sites
+        site_samples = {s: v.reshape(-1, *sites[s]) for s, v in sampler.get_samples().items() if s in sites}
+        diagnostics = {}
+        raw = sampler.diagnostics()
+        for s, shape in sites.items():
+            ess = raw[s]["n_eff"].reshape(-1)
+            r_hat = raw[s]["r_hat"].reshape(-1)
+            for j, latent in enumerate(_names({s: shape})):
+                diagnostics[latent] = {"ess": float(ess[j]), "r_hat": float(r_hat[j])}
+        divergences = sum(len(v) for v in (raw.get("divergences") or {}).values())
+        method = MethodResult(
+            self.name,
+            self.kind,
+            problem.flatten(site_samples),
+            site_samples,
+            seconds,
+            diagnostics=diagnostics,
+            notes=[f"discrete sites enumerated (max_plate_nesting={problem.plates})"] if problem.discrete else [],
+            mcmc=sampler,
+        )
+        if problem.discrete:
+            method.discrete = problem.discrete_marginals(site_samples)
+        return method, _mcmc_warnings(self.name, diagnostics, divergences)
+
+
+def _particles(problem, num_particles) -> tuple:
+    """Particles per SVI step and, when the model does not broadcast over them, a note."""
+    particles = num_particles if num_particles is not None else (8 if problem.broadcasts else 1)
+    if problem.broadcasts:
+        return particles, None
+    how = (
+        "1 particle per step was used (pass num_particles= for more; they run one after another)"
+        if num_particles is None
+        else f"its {particles} particles per step ran one after another"
+    )
+    why = "the model does not broadcast over a particle dimension (e.g. x @ w with w of shape (P, 1, D))"
+    return particles, f"{why}, so {how}"
+
+
+def _vi_draws(guide, args, sites, num, dim, chunk=2000):
+    """``num`` draws of the guide's latents, vectorised under a plate at ``dim`` when the guide
+    allows it, else one guide run at a time (at most 2000 then)."""
+    with torch.no_grad(), pyro.validation_enabled(False):
+        try:
+            with pyro.plate("_draws", num, dim=dim):
+                trace = poutine.trace(guide).get_trace(*args)
+            return {s: trace.nodes[s]["value"].reshape(num, *shape) for s, shape in sites.items()}, None
+        except Exception:  # noqa: BLE001 (a guide that does not broadcast: draw sequentially)
+            n = min(num, chunk)
+            traces = [poutine.trace(guide).get_trace(*args) for _ in range(n)]
+            draws = {
+                s: torch.stack([t.nodes[s]["value"] for t in traces]).reshape(n, *shape) for s, shape in sites.items()
+            }
+            return draws, f"the guide does not broadcast over a draws dimension: {n} draws taken one at a time"
+
+
+class _GradientMonitor(Callback):
+    """Keeps the gradients of the last ``window`` steps (flattened, on the CPU)."""
+
+    def __init__(self, total_steps):
+        self.window = max(10, total_steps // 10)
+        self.start = total_steps - self.window
+        self.grads = []
+
+    def on_gradients(self, state):
+        if state.step >= self.start:
+            grads = [t.grad.detach().reshape(-1) for _, t in state.named_parameters() if t.grad is not None]
+            if grads:
+                self.grads.append(torch.cat(grads).double().cpu())
+
+
+def _vi_warning(name, monitor):
+    """The rule: at an optimum the expected gradient is zero. Over the last tenth of the steps
+    (at least 10), each parameter's mean gradient is compared with its standard error; if the
+    largest ratio exceeds 3 + sqrt(2 ln P) (P parameters: what the largest of P standard
+    normal ratios stays below), the guide had not converged."""
+    if len(monitor.grads) < 10 or len({g.numel() for g in monitor.grads}) != 1:
+        return None
+    g = torch.stack(monitor.grads)
+    n, p = g.shape
+    z = g.mean(0) / (g.std(0) / math.sqrt(n) + 1e-12)
+    limit = 3 + math.sqrt(2 * math.log(max(p, 2)))
+    worst = float(z.abs().max())
+    if worst > limit:
+        return (
+            f"{name}: not converged: over its last {n} steps a parameter's mean gradient is {worst:.1f} standard "
+            f"errors from zero (the rule flags more than {limit:.1f} for {p} parameters); train longer (vi_epochs=)"
+        )
+    return None
+
+
+def _mcmc_warnings(name, diagnostics, divergences):
+    out = []
+    r_hat = max((d["r_hat"] for d in diagnostics.values() if math.isfinite(d["r_hat"])), default=float("nan"))
+    ess = min((d["ess"] for d in diagnostics.values()), default=float("nan"))
+    if r_hat > 1.05:
+        out.append(f"{name}: r-hat {r_hat:.3f} > 1.05: the chains have not mixed; the reference is unreliable")
+    if ess < 100:
+        out.append(f"{name}: the smallest effective sample size is {ess:.0f} < 100: Monte Carlo error is large")
+    if divergences:
+        out.append(
+            f"{name}: {divergences} divergent transitions: the sampler missed part of the posterior (reparameterise "
+            "the model, or raise the target acceptance probability)"
+        )
+    return out
+
+
+__all__ = ["GUIDES", "KERNELS", "GuideMethod", "KernelMethod", "Settings"]

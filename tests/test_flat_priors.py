@@ -1,0 +1,128 @@
+"""Models with Stan's flat priors (``pyro.distributions.ImproperUniform``) and ``pyro.factor``
+terms, written as a user ports a Stan program: compare's VI and NUTS, and fit with
+autoguides, against posteriors known in closed form (issue 17)."""
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.distributions import constraints
+from pyro.infer.autoguide import AutoMultivariateNormal, AutoNormal
+
+from ppmodels.infer import compare, fit
+from ppmodels.infer import initialization as init
+
+from tolerances import MC_SIGMAS, mcse_of_mean
+
+
+def flat_normal(y):
+    """Stan: ``parameters { real mu; real<lower=0> sigma; } model { y ~ normal(mu, sigma); }``."""
+    mu = pyro.sample("mu", dist.ImproperUniform(constraints.real, (), ()))
+    sigma = pyro.sample("sigma", dist.ImproperUniform(constraints.positive, (), ()))
+    with pyro.plate("data", len(y)):
+        pyro.sample("y", dist.Normal(mu, sigma), obs=y)
+
+
+def flat_normal_exact(y):
+    """With p(mu, sigma) flat: mu | y is Student-t with n - 2 degrees of freedom around the
+    mean, variance S / (n (n - 4)); sigma^2 | y is InvGamma(n/2 - 1, S/2)."""
+    n, s = len(y), float(((y - y.mean()) ** 2).sum())
+    a, b = n / 2 - 1, s / 2
+    e_sigma = math.sqrt(b) * math.exp(math.lgamma(a - 0.5) - math.lgamma(a))
+    return {"mu": (float(y.mean()), math.sqrt(s / (n * (n - 4)))), "sigma_mean": e_sigma}
+
+
+def factor_prior(y):
+    """Stan: ``parameters { real mu; } model { mu ~ normal(0, 1); y ~ normal(mu, 1); }`` with the
+    prior written as ``target +=``: a flat site and a factor."""
+    mu = pyro.sample("mu", dist.ImproperUniform(constraints.real, (), ()))
+    pyro.factor("mu_prior", dist.Normal(0.0, 1.0).log_prob(mu))
+    with pyro.plate("data", len(y)):
+        pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+
+def ordered_mixture(y):
+    """posteriordb's ``low_dim_gauss_mix`` shape: ordered locations with a flat prior."""
+    mu = pyro.sample("mu", dist.ImproperUniform(constraints.ordered_vector, (), (2,)))
+    sigma = pyro.sample("sigma", dist.HalfNormal(2.0).expand([2]).to_event(1))
+    theta = pyro.sample("theta", dist.Beta(5.0, 5.0))
+    mix = dist.Categorical(torch.stack([theta, 1 - theta], -1))
+    with pyro.plate("data", len(y)):
+        pyro.sample("y", dist.MixtureSameFamily(mix, dist.Normal(mu, sigma)), obs=y)
+
+
+@pytest.fixture(scope="module")
+def normal_data():
+    return 1.5 + 0.7 * torch.randn(40, generator=torch.Generator().manual_seed(0))
+
+
+def test_nuts_and_vi_run_a_flat_prior_model_and_nuts_matches_the_closed_form(normal_data):
+    result = compare(flat_normal, (normal_data,), num_samples=600, warmup_steps=300, vi_epochs=600, num_vi_samples=4000)
+    exact = flat_normal_exact(normal_data)
+    nuts = result.method("nuts")
+    mu, sigma = nuts.samples["mu"], nuts.samples["sigma"]
+    assert abs(float(mu.mean()) - exact["mu"][0]) < MC_SIGMAS * float(mcse_of_mean(mu))
+    assert abs(float(sigma.mean()) - exact["sigma_mean"]) < MC_SIGMAS * float(mcse_of_mean(sigma))
+    assert 0.8 < float(mu.std()) / exact["mu"][1] < 1.2  # 600 correlated draws: the sd to ~10%
+    for name in ("meanfield", "fullrank"):
+        vi = result.method(name).samples
+        assert abs(float(vi["mu"].mean()) - exact["mu"][0]) < 0.25 * exact["mu"][1]
+        assert (vi["sigma"] > 0).all()
+
+
+def test_a_factor_on_a_flat_site_is_the_prior_it_writes(normal_data):
+    y = normal_data[:10]
+    n = len(y)
+    post_mean, post_sd = float(y.sum()) / (n + 1), 1 / math.sqrt(n + 1)
+    exact = {"names": ["mu"], "mean": torch.tensor([post_mean]), "cov": torch.tensor([[post_sd**2]])}
+    result = compare(
+        factor_prior, (y,), guides=("fullrank",), num_samples=500, warmup_steps=200, vi_epochs=800, exact=exact
+    )
+    for row in result.rows():
+        assert abs(row["mean_error"]) < 0.15 * post_sd, row
+        assert 0.85 < row["sd_ratio"] < 1.15, row
+
+
+def test_ordered_flat_locations_stay_ordered_in_every_method():
+    g = torch.Generator().manual_seed(1)
+    y = torch.cat([torch.randn(20, generator=g) - 2, torch.randn(20, generator=g) + 2])
+    result = compare(ordered_mixture, (y,), num_samples=60, warmup_steps=60, vi_epochs=150, num_vi_samples=1000)
+    for m in result.methods:
+        mu = m.site_samples["mu"]
+        assert (mu[:, 0] < mu[:, 1]).all(), m.name
+        assert float(mu[:, 0].mean()) < 0 < float(mu[:, 1].mean()), m.name
+
+
+@pytest.mark.parametrize(
+    "support, shape",
+    [
+        (constraints.real, (3,)),
+        (constraints.positive, ()),
+        (constraints.ordered_vector, (4,)),
+        (constraints.interval(-1.0, 2.0), (2,)),
+        (constraints.simplex, (3,)),
+    ],
+)
+def test_the_initial_values_of_a_flat_site_are_in_its_support(support, shape):
+    site = {"fn": dist.ImproperUniform(support, (), shape), "value": None}
+    for strategy in (init.init_to_uniform, init.init_to_feasible, init.init_to_median, init.init_to_sample):
+        value = strategy(site)
+        assert value.shape == shape and bool(support.check(value).all()), strategy
+
+
+def test_fit_trains_an_autoguide_on_flat_priors_with_ppmodels_initialisation(normal_data):
+    pyro.clear_param_store()
+    guide = AutoMultivariateNormal(flat_normal, init_loc_fn=init.init_to_median)
+    result = fit(model=flat_normal, guide=guide, data=(normal_data,), epochs=500, lr=0.05, seed=0, progress=False)
+    assert math.isfinite(result.train_loss[-1])
+    median = guide.median(normal_data)
+    assert abs(float(median["mu"]) - float(normal_data.mean())) < 0.1
+    assert abs(float(median["sigma"]) - float(normal_data.std())) < 0.15
+
+
+def test_fit_names_the_fix_when_pyros_default_initialisation_draws_a_flat_prior(normal_data):
+    pyro.clear_param_store()
+    with pytest.raises(ValueError, match=r"flat prior .*init_loc_fn=ppmodels\.infer\.initialization\.init_to_feasible"):
+        fit(model=flat_normal, guide=AutoNormal(flat_normal), data=(normal_data,), epochs=2, progress=False)
