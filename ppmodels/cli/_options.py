@@ -92,6 +92,30 @@ def labels(text):
     return values
 
 
+def problem_name(text):
+    """``--problem``: one of :data:`PROBLEMS`, or ``posteriordb:NAME[,NAME...]`` or
+    ``posteriordb:all`` (the posteriordb ports)."""
+    import argparse
+
+    if text in PROBLEMS:
+        return text
+    kind, _, listed = text.partition(":")
+    if kind != "posteriordb" or not listed.strip():
+        raise argparse.ArgumentTypeError(
+            f"invalid choice: {text!r} (choose from {', '.join(PROBLEMS)}, posteriordb:NAME[,NAME...] or "
+            "posteriordb:all)"
+        )
+    from ..posteriordb import names as ported
+
+    wanted = ported() if listed.strip() == "all" else [n.strip() for n in listed.split(",") if n.strip()]
+    unknown = [n for n in wanted if n not in ported()]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"no posteriordb port named {', '.join(map(repr, unknown))}; the ports are {', '.join(ported())}"
+        )
+    return text
+
+
 def names(text):
     out = tuple(t.strip() for t in text.split(",") if t.strip())
     return out if text.strip().lower() != "none" else ()

@@ -7,7 +7,6 @@ import argparse
 
 from ._options import (
     MODEL_ESTIMATORS,
-    PROBLEMS,
     Formatter,
     Options,
     add_image_options,
@@ -15,13 +14,17 @@ from ._options import (
     names,
     nonnegative_int,
     positive_int,
+    problem_name,
 )
 from ._run import CommandError, RunDir, progress_mode, resolve_device
 
 ELBO_DEFAULTS = ("trace", "meanfield", "tracegraph", "iwae", "renyi")
 PROBLEM_HELP = (
     "linreg (exact posterior known), logreg, mlp1d (a Bayesian MLP on 1-D data), gmm (a two-component "
-    "mixture whose exact posterior over assignments is computed by brute force)"
+    "mixture whose exact posterior over assignments is computed by brute force), posteriordb:NAME (a posteriordb "
+    "posterior ported to Pyro, scored against its published reference), posteriordb:NAME,NAME,... or "
+    "posteriordb:all (a benchmark: a table and a figure over the posteriors; rerunning with the same --out "
+    "keeps the posteriors already done)"
 )
 
 
@@ -55,7 +58,8 @@ def add_parsers(sub, explicit):
         formatter_class=Formatter,
     )
     o = Options(cmp, explicit)
-    o.add("--problem", choices=PROBLEMS, default="linreg", help=PROBLEM_HELP)
+    o.add("--problem", type=problem_name, default="linreg", help=PROBLEM_HELP)
+    o.add("--posteriordb", metavar="PATH", help="read posteriordb problems from this local clone of posteriordb")
     o.add(
         "--guides",
         type=names,
@@ -137,6 +141,103 @@ def problems():
 
 
 def run_compare(args, explicit):
+    if args.problem.startswith("posteriordb:"):
+        return run_posteriordb(args, explicit)
+    return run_small_problem(args, explicit)
+
+
+def _settings(args) -> dict:
+    keys = ("guides", "mcmc", "num_samples", "warmup", "vi_epochs", "seed")
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(args).items() if k in keys}
+
+
+def run_posteriordb(args, explicit):
+    """One posteriordb posterior, or several as a benchmark: each posterior's comparison in
+    its own folder as it finishes (reused when the command is run again with the same
+    settings), then the table and the figure over all of them."""
+    import json
+
+    from .. import infer, plots, posteriordb
+    from ._run import write_text_atomic
+
+    listed = args.problem.partition(":")[2]
+    wanted = posteriordb.names() if listed == "all" else [n.strip() for n in listed.split(",") if n.strip()]
+    run = RunDir("compare", args, explicit, f"runs/compare-posteriordb-{listed if len(wanted) == 1 else 'benchmark'}")
+    show = progress_mode(args.progress) is True
+    settings, results = _settings(args), {}
+    for name in wanted:
+        folder = run.path / name if len(wanted) > 1 else run.path
+        saved = folder / "comparison.json"
+        if len(wanted) > 1 and saved.is_file():
+            try:
+                previous = json.loads(saved.read_text())
+            except ValueError:
+                previous = {}
+            if previous.get("settings") == settings:
+                print(f"{name}: done before, kept", flush=True)
+                results[name] = previous
+                continue
+        try:
+            problem = posteriordb.load(name, path=args.posteriordb)
+        except ValueError as error:
+            raise CommandError(str(error)) from None
+        print(
+            f"{name}: comparing {', '.join(args.guides) or 'no guides'} against {', '.join(args.mcmc) or 'no MCMC'}",
+            flush=True,
+        )
+        result = infer.compare(
+            problem,
+            guides=args.guides,
+            mcmc=args.mcmc,
+            num_samples=args.num_samples,
+            warmup_steps=args.warmup,
+            vi_epochs=args.vi_epochs,
+            seed=args.seed,
+            progress=show,
+        )
+        folder.mkdir(parents=True, exist_ok=True)
+        report = {**result.to_dict(), "settings": settings}
+        write_text_atomic(folder / "comparison.md", result.to_markdown())
+        run.figure(
+            plots.marginals(result, title=f"posterior marginals: {name}"),
+            str((folder / "marginals.png").relative_to(run.path)),
+        )
+        write_text_atomic(saved, json.dumps(report, indent=2))  # last: its presence means the posterior is done
+        results[name] = report
+        for warning in result.warnings:
+            print(f"warning: {name}: {warning}")
+    if len(wanted) == 1:
+        print((run.path / "comparison.md").read_text().split("\n\n")[0])
+        print(f"wrote comparison.md, comparison.json and figures to {run.path.resolve()}")
+        return run.path
+    table = posteriordb_table(results)
+    run.write_text("benchmark.md", table)
+    run.write_json(
+        "benchmark.json", {"settings": settings, "posteriors": {n: r["summary"] for n, r in results.items()}}
+    )
+    run.figure(plots.posteriordb_benchmark(results), "benchmark.png")
+    print(table)
+    print(f"wrote benchmark.md, benchmark.json, benchmark.png and a folder per posterior to {run.path.resolve()}")
+    return run.path
+
+
+def posteriordb_table(results) -> str:
+    """Methods x posteriors: the largest |mean error| and W1 in reference sds, the sd ratios'
+    range, and the wall time."""
+    lines = [
+        "| posterior | method | max abs mean error (ref sds) | sd ratio min-max | max W1 (ref sds) | seconds |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, report in results.items():
+        for row in report["summary"]:
+            lines.append(
+                f"| {name} | {row['method']} | {row['max_abs_mean_error_sds']:.3g} | {row['min_sd_ratio']:.3g}-"
+                f"{row['max_sd_ratio']:.3g} | {row['max_w1_sds']:.3g} | {row['seconds']:.1f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def run_small_problem(args, explicit):
     import torch
 
     from .. import infer, plots

@@ -27,7 +27,7 @@ MAX_LATENTS = 100
 
 def compare(
     model,
-    train,
+    train=None,
     test=None,
     *,
     guides=("meanfield", "fullrank"),
@@ -53,7 +53,9 @@ def compare(
         :class:`ppmodels.models.BayesianLinearRegression` or :class:`ppmodels.models.GaussianMixture`.
     :param tuple train: the model's arguments for fitting, as it takes them: tensors, and
         anything else (a flag, a function — eight schools' ``(model, sigma, y)``), passed
-        unchanged.
+        unchanged. Not needed for a problem that brings its arguments (``model.args``: a
+        :func:`ppmodels.posteriordb.load` posterior, whose ``reference`` then scores every
+        method: mean error and Wasserstein-1 distance in reference sds, sd ratio).
     :param tuple test: arguments for held-out data; the predictive log-likelihood of the
         observed sites is reported per test point.
     :param guides: guide names (``"meanfield"``, ``"fullrank"``, ``"lowrank"``), or your own
@@ -81,6 +83,8 @@ def compare(
         r-hat above 1.05, an effective sample size below 100, divergences).
     """
     _model_fn(model)
+    if train is None and isinstance(getattr(model, "args", None), tuple):
+        train = model.args  # a problem that brings its data (a posteriordb posterior)
     if not isinstance(train, tuple):
         raise TypeError(
             f"`train` must be a tuple of the model's arguments, e.g. (x, y), but got {type(train).__name__}"
@@ -153,6 +157,8 @@ def compare(
         discrete=list(problem.discrete),
         exact_discrete=problem.exact_discrete,
         warnings=report_warnings,
+        posterior=getattr(model, "reference", None),
+        to_posterior=getattr(model, "stan_draws", None),
     )
 
 

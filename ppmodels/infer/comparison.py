@@ -38,6 +38,20 @@ class Comparison:
     discrete: list = field(default_factory=list)  # the model's discrete latent sites
     exact_discrete: dict | None = None  # discrete site -> exact posterior marginal probabilities
     warnings: list = field(default_factory=list)  # reasons to distrust a method's answer
+    posterior: object = None  # a published reference posterior (ppmodels.posteriordb.Reference)
+    to_posterior: object = None  # a method's site draws -> the reference's parameters
+
+    def posterior_rows(self) -> list:
+        """One row per (reference parameter, method): the method's mean and sd against the
+        reference's, the mean error and the Wasserstein-1 distance in reference sds, the sd
+        ratio. Empty without a reference posterior."""
+        if self.posterior is None:
+            return []
+        rows = []
+        for m in self.methods:
+            for row in self.posterior.score(self.to_posterior(m.site_samples)):
+                rows.append({"parameter": row.pop("parameter"), "method": m.name, **row})
+        return rows
 
     def method(self, name) -> MethodResult:
         for m in self.methods:
@@ -78,6 +92,7 @@ class Comparison:
     def summary(self) -> list:
         """One row per method: wall time, predictive log-likelihood, average errors, diagnostics."""
         rows = self.rows()
+        posterior = self.posterior_rows()
         out = []
         for m in self.methods:
             mine = [r for r in rows if r["method"] == m.name]
@@ -103,6 +118,12 @@ class Comparison:
                     if site in m.discrete
                 ]
                 row["discrete_mean_abs_error"] = float(sum(errors) / len(errors))
+            scored = [r for r in posterior if r["method"] == m.name]
+            if scored:
+                row["max_abs_mean_error_sds"] = max(abs(r["mean_error_sds"]) for r in scored)
+                row["min_sd_ratio"] = min(r["sd_ratio"] for r in scored)
+                row["max_sd_ratio"] = max(r["sd_ratio"] for r in scored)
+                row["max_w1_sds"] = max(r["w1_sds"] for r in scored)
             out.append(row)
         return out
 
@@ -148,6 +169,8 @@ class Comparison:
             "summary": self.summary(),
             "latent_rows": self.rows(),
             "discrete_rows": self.discrete_rows(),
+            "posterior": self.posterior.name if self.posterior is not None else None,
+            "posterior_rows": self.posterior_rows(),
             "notes": {m.name: m.notes for m in self.methods if m.notes},
             "warnings": self.warnings,
         }
@@ -174,6 +197,10 @@ class Comparison:
                 "mean_sd_ratio",
                 "mean_w1_to_reference",
                 "discrete_mean_abs_error",
+                "max_abs_mean_error_sds",
+                "min_sd_ratio",
+                "max_sd_ratio",
+                "max_w1_sds",
                 "max_r_hat",
                 "min_ess",
                 "min_ess_per_second",
@@ -201,6 +228,18 @@ class Comparison:
         ]
         lines += ["", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
         lines += ["| " + " | ".join(fmt(r.get(k)) for k in keys) + " |" for r in rows]
+        scored = self.posterior_rows()
+        if scored:
+            keys = ["parameter", "method", "mean", "sd", "ref_mean", "ref_sd", "mean_error_sds", "sd_ratio", "w1_sds"]
+            lines += [
+                "",
+                f"Against the reference posterior {self.posterior.name} ({self.posterior.draws} Stan NUTS draws; "
+                "errors in reference sds):",
+                "",
+                "| " + " | ".join(keys) + " |",
+                "|" + "---|" * len(keys),
+            ]
+            lines += ["| " + " | ".join(fmt(r.get(k)) for k in keys) + " |" for r in scored]
         notes = [f"- {m.name}: {note}" for m in self.methods for note in m.notes]
         if notes:
             lines += ["", "Notes:", *notes]

@@ -152,14 +152,23 @@ def latent_walk(decode, grid_size=15, limit=3.0, device=None, title="decoded lat
 def marginals(comparison, latents=None, max_latents=9, title="posterior marginals"):
     """Overlaid marginal histograms of each latent under every method of a
     :class:`~ppmodels.infer.Comparison`, with the exact posterior's density where known."""
-    names = list(latents or comparison.latent_names[:max_latents])
+    reference = getattr(comparison, "posterior", None)
+    if reference is not None:  # a published reference: its parameters, and its density from its quantiles
+        names = list(latents or reference.parameters[:max_latents])
+        samples = {m.name: comparison.to_posterior(m.site_samples) for m in comparison.methods}
+    else:
+        names = list(latents or comparison.latent_names[:max_latents])
+        samples = {m.name: m.samples for m in comparison.methods}
     cols = min(3, len(names))
     rows = math.ceil(len(names) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
     for ax, name in zip(axes.flat, names):
         for m in comparison.methods:
-            ax.hist(_np(m.samples[name]), bins=50, density=True, histtype="step", label=m.name)
-        if comparison.exact:
+            ax.hist(_np(samples[m.name][name]), bins=50, density=True, histtype="step", label=m.name)
+        if reference is not None:
+            q = np.asarray(reference.summaries[name]["quantiles"])[::5]  # 20 bins of 5% of the mass each
+            ax.plot((q[1:] + q[:-1]) / 2, 0.05 / np.maximum(np.diff(q), 1e-12), "k--", label="reference")
+        elif comparison.exact:
             mu, sd = comparison.exact[name]["mean"], comparison.exact[name]["sd"]
             grid = np.linspace(mu - 4 * sd, mu + 4 * sd, 200)
             ax.plot(grid, np.exp(-0.5 * ((grid - mu) / sd) ** 2) / (sd * math.sqrt(2 * math.pi)), "k--", label="exact")
@@ -168,6 +177,34 @@ def marginals(comparison, latents=None, max_latents=9, title="posterior marginal
         ax.axis("off")
     axes.flat[0].legend(fontsize=8)
     fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def posteriordb_benchmark(results, title="VI and MCMC against posteriordb's reference posteriors"):
+    """Methods x posteriors from ``ppmodels compare --problem posteriordb:...``: the largest
+    absolute mean error in reference sds of each method on each posterior (log colour scale;
+    each cell shows it, and the sd ratios' range)."""
+    from matplotlib.colors import LogNorm
+
+    posteriors = list(results)
+    methods = list(dict.fromkeys(r["method"] for report in results.values() for r in report["summary"]))
+    error = np.full((len(methods), len(posteriors)), np.nan)
+    label = [["" for _ in posteriors] for _ in methods]
+    for j, name in enumerate(posteriors):
+        for row in results[name]["summary"]:
+            i = methods.index(row["method"])
+            error[i, j] = max(row["max_abs_mean_error_sds"], 1e-3)
+            label[i][j] = f"{row['max_abs_mean_error_sds']:.2g}\n{row['min_sd_ratio']:.2g}-{row['max_sd_ratio']:.2g}"
+    fig, ax = plt.subplots(figsize=(1.4 * len(posteriors) + 2, 0.9 * len(methods) + 2))
+    image = ax.imshow(error, cmap="RdYlGn_r", norm=LogNorm(vmin=0.01, vmax=100), aspect="auto")
+    for i in range(len(methods)):
+        for j in range(len(posteriors)):
+            ax.text(j, i, label[i][j], ha="center", va="center", fontsize=7)
+    ax.set_xticks(range(len(posteriors)), [p.split("-", 1)[-1] for p in posteriors], rotation=45, ha="right")
+    ax.set_yticks(range(len(methods)), methods)
+    fig.colorbar(image, ax=ax, label="max |mean error| (reference sds)")
+    ax.set_title(title + "\n(cell: max |mean error| in reference sds; sd ratio range)", fontsize=9)
     fig.tight_layout()
     return fig
 
