@@ -70,6 +70,13 @@ def add_parsers(sub, explicit):
     o.add("--num-samples", type=positive_int, default=1000, help="MCMC samples")
     o.add("--warmup", type=nonnegative_int, default=500, help="MCMC warm-up steps")
     o.add("--vi-epochs", type=positive_int, default=3000, help="SVI steps per guide")
+    o.add(
+        "--vi-start",
+        choices=["laplace", "prior"],
+        default="laplace",
+        help="where meanfield and fullrank start: the Laplace approximation, whitened (default), or Pyro's "
+        "initialisation",
+    )
     o.add("--seed", type=integer, default=0, help="seed of the data, VI and MCMC")
     o.add("--out", help="output folder (default: runs/compare-PROBLEM)")
     o.add(
@@ -146,8 +153,22 @@ def run_compare(args, explicit):
     return run_small_problem(args, explicit)
 
 
+def _compare_options(args) -> dict:
+    """compare's keywords from the command's options."""
+    return {
+        "guides": args.guides,
+        "mcmc": args.mcmc,
+        "num_samples": args.num_samples,
+        "warmup_steps": args.warmup,
+        "vi_epochs": args.vi_epochs,
+        "vi_start": args.vi_start,
+        "seed": args.seed,
+        "progress": progress_mode(args.progress) is True,
+    }
+
+
 def _settings(args) -> dict:
-    keys = ("guides", "mcmc", "num_samples", "warmup", "vi_epochs", "seed")
+    keys = ("guides", "mcmc", "num_samples", "warmup", "vi_epochs", "vi_start", "seed")
     return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(args).items() if k in keys}
 
 
@@ -163,7 +184,6 @@ def run_posteriordb(args, explicit):
     listed = args.problem.partition(":")[2]
     wanted = posteriordb.names() if listed == "all" else [n.strip() for n in listed.split(",") if n.strip()]
     run = RunDir("compare", args, explicit, f"runs/compare-posteriordb-{listed if len(wanted) == 1 else 'benchmark'}")
-    show = progress_mode(args.progress) is True
     settings, results = _settings(args), {}
     for name in wanted:
         folder = run.path / name if len(wanted) > 1 else run.path
@@ -185,16 +205,7 @@ def run_posteriordb(args, explicit):
             f"{name}: comparing {', '.join(args.guides) or 'no guides'} against {', '.join(args.mcmc) or 'no MCMC'}",
             flush=True,
         )
-        result = infer.compare(
-            problem,
-            guides=args.guides,
-            mcmc=args.mcmc,
-            num_samples=args.num_samples,
-            warmup_steps=args.warmup,
-            vi_epochs=args.vi_epochs,
-            seed=args.seed,
-            progress=show,
-        )
+        result = infer.compare(problem, **_compare_options(args))
         folder.mkdir(parents=True, exist_ok=True)
         report = {**result.to_dict(), "settings": settings}
         write_text_atomic(folder / "comparison.md", result.to_markdown())
@@ -252,19 +263,9 @@ def run_small_problem(args, explicit):
         f"on {args.problem} ({len(train[0])} training points)",
         flush=True,
     )
-    show = progress_mode(args.progress) is True
+    options = _compare_options(args)
     result = infer.compare(
-        problem,
-        train,
-        test,
-        guides=args.guides,
-        mcmc=args.mcmc,
-        num_samples=args.num_samples,
-        warmup_steps=args.warmup,
-        vi_epochs=args.vi_epochs,
-        seed=args.seed,
-        progress=show,
-        kernel_options={"max_tree_depth": 6} if args.problem == "mlp1d" else None,
+        problem, train, test, **options, kernel_options={"max_tree_depth": 6} if args.problem == "mlp1d" else None
     )
     run.write_text("comparison.md", result.to_markdown())
     run.write_text("comparison.json", result.to_json())

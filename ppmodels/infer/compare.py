@@ -15,7 +15,7 @@ a parameter store of their own.
 
 from __future__ import annotations
 
-from .._validate import check_nonnegative_int, check_positive_int
+from .._validate import check_choice, check_nonnegative_int, check_positive_int
 from .comparison import Comparison, MethodResult
 from .methods import GUIDES, KERNELS, GuideMethod, KernelMethod, Settings
 from .params import isolated_store
@@ -44,6 +44,7 @@ def compare(
     max_latents=MAX_LATENTS,
     kernel_options=None,
     progress=False,
+    vi_start="laplace",
 ) -> Comparison:
     """Fit ``model`` by VI with each guide and by MCMC with each kernel, on the same data.
 
@@ -73,6 +74,13 @@ def compare(
     :param exact: ``{"names", "mean", "cov"}`` of a Gaussian exact posterior (or its moments),
         or None.
     :param int max_latents: refuse MCMC above this many latent dimensions.
+    :param str vi_start: ``"laplace"`` (the default): the named ``meanfield`` and ``fullrank``
+        guides start at the model's Laplace approximation (MAP by L-BFGS and Newton steps, the
+        Hessian's inverse) and train in the coordinates it whitens, so that one learning rate
+        suits posteriors of any scale and correlation (:mod:`ppmodels.infer.laplace`); where
+        there is no Laplace approximation (no finite mode, a Hessian that is not positive
+        definite) they start as ``"prior"`` does, and the report's notes say why. ``"prior"``:
+        Pyro's initialisation of the autoguide.
     :param dict kernel_options: keyword arguments for the MCMC kernels, e.g.
         ``{"max_tree_depth": 6}`` (NUTS) or ``{"jit_compile": True}``.
     :returns: :class:`Comparison`. Discrete latents are summed out: VI with ``enum`` (the
@@ -98,6 +106,7 @@ def compare(
     num_vi_samples = check_positive_int(num_vi_samples, "num_vi_samples")
     if num_particles is not None:
         check_positive_int(num_particles, "num_particles")
+    check_choice(vi_start, "vi_start", ["laplace", "prior"])
     guides = list(guides)
     mcmc = list(mcmc)
     for kernel in mcmc:
@@ -133,6 +142,7 @@ def compare(
         warmup_steps=warmup_steps,
         num_chains=num_chains,
         kernel_options=kernel_options,
+        vi_start=vi_start,
     )
     with isolated_store():
         problem = Problem.inspect(model, train, exact, particles=num_particles or 8)

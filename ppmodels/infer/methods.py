@@ -23,6 +23,7 @@ from .callbacks import Callback
 from .comparison import MethodResult
 from .elbo import get_elbo
 from .fit import fit
+from .laplace import whitened_guide
 from .problem import _names
 
 #: guide names -> Pyro autoguides
@@ -38,6 +39,8 @@ GUIDE_INIT = {
     "fullrank": init.init_to_median,
     "lowrank": init.init_to_median,
 }
+#: the named guides that start at the Laplace approximation, whitened by it: name -> diagonal
+WHITENED = {"meanfield": True, "fullrank": False}
 #: kernel names -> Pyro MCMC kernels
 KERNELS = {"nuts": NUTS, "hmc": HMC}
 
@@ -56,6 +59,7 @@ class Settings:
     warmup_steps: int = 500
     num_chains: int = 1
     kernel_options: dict | None = None
+    vi_start: str = "laplace"
 
 
 class GuideMethod:
@@ -70,9 +74,9 @@ class GuideMethod:
 
     def run(self, problem, settings: Settings) -> tuple:
         pyro.set_rng_seed(settings.seed)
-        guide = self.guide
+        guide, start_note = self.guide, None
         if guide is None:
-            guide = GUIDES[self.name](problem.continuous_model, init_loc_fn=GUIDE_INIT[self.name])
+            guide, start_note = self._named_guide(problem, settings)
         particles, particle_note = _particles(problem, settings.num_particles)
         epochs = settings.vi_epochs
         gamma = 0.01 ** (1.0 / epochs)
@@ -97,23 +101,45 @@ class GuideMethod:
         )
         seconds = time.perf_counter() - start
         site_samples, draws_note = _vi_draws(guide, problem.train, problem.sites, settings.num_vi_samples, problem.dim)
-        notes = [n for n in (particle_note, draws_note) if n]
+        notes = [n for n in (start_note, particle_note, draws_note) if n]
         if problem.discrete:
             notes.append("discrete sites summed out by enumeration (elbo='enum')")
-        method = MethodResult(
-            self.name,
-            self.kind,
-            problem.flatten(site_samples),
+        method = _result(
+            self,
+            problem,
             site_samples,
             seconds,
             final_loss=result.train_loss[-1],
             losses=result.losses,
             notes=notes,
         )
-        if problem.discrete:
-            method.discrete = problem.discrete_marginals(site_samples)
         warning = _vi_warning(self.name, monitor)
         return method, [warning] if warning else []
+
+    def _named_guide(self, problem, settings) -> tuple:
+        """The named autoguide; with ``vi_start="laplace"`` (the default) the mean-field and
+        full-rank guides start at the Laplace approximation, whitened by it
+        (:mod:`ppmodels.infer.laplace`), else, or where there is no Laplace approximation,
+        at Pyro's initialisation (the note says why)."""
+        init_loc_fn = GUIDE_INIT[self.name]
+        if settings.vi_start == "laplace" and self.name in WHITENED:
+            try:
+                guide = whitened_guide(
+                    problem.model_fn,
+                    problem.train,
+                    WHITENED[self.name],
+                    init_loc_fn,
+                    guide_model=problem.continuous_model,
+                    enumerate_plates=problem.nesting if problem.discrete else None,
+                )
+                return (
+                    guide,
+                    "started at the Laplace approximation (MAP by L-BFGS and Newton), in its whitened coordinates",
+                )
+            except (ValueError, RuntimeError) as error:  # RuntimeError: torch's linear algebra on a bad Hessian
+                note = f"started at Pyro's initialisation: no Laplace approximation ({error})"
+                return GUIDES[self.name](problem.continuous_model, init_loc_fn=init_loc_fn), note
+        return GUIDES[self.name](problem.continuous_model, init_loc_fn=init_loc_fn), None
 
 
 class KernelMethod:
@@ -154,19 +180,25 @@ class KernelMethod:
             for j, latent in enumerate(_names({s: shape})):
                 diagnostics[latent] = {"ess": float(ess[j]), "r_hat": float(r_hat[j])}
         divergences = sum(len(v) for v in (raw.get("divergences") or {}).values())
-        method = MethodResult(
-            self.name,
-            self.kind,
-            problem.flatten(site_samples),
+        method = _result(
+            self,
+            problem,
             site_samples,
             seconds,
             diagnostics=diagnostics,
             notes=[f"discrete sites enumerated (max_plate_nesting={problem.plates})"] if problem.discrete else [],
             mcmc=sampler,
         )
-        if problem.discrete:
-            method.discrete = problem.discrete_marginals(site_samples)
         return method, _mcmc_warnings(self.name, diagnostics, divergences)
+
+
+def _result(method, problem, site_samples, seconds, **details) -> MethodResult:
+    """A method's result: its draws by site and by latent, with the discrete sites' posterior
+    marginals when the model has discrete sites."""
+    result = MethodResult(method.name, method.kind, problem.flatten(site_samples), site_samples, seconds, **details)
+    if problem.discrete:
+        result.discrete = problem.discrete_marginals(site_samples)
+    return result
 
 
 def _particles(problem, num_particles) -> tuple:
