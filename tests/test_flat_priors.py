@@ -126,3 +126,31 @@ def test_fit_names_the_fix_when_pyros_default_initialisation_draws_a_flat_prior(
     pyro.clear_param_store()
     with pytest.raises(ValueError, match=r"flat prior .*init_loc_fn=ppmodels\.infer\.initialization\.init_to_feasible"):
         fit(model=flat_normal, guide=AutoNormal(flat_normal), data=(normal_data,), epochs=2, progress=False)
+
+
+def badly_scaled_gaussian(y, scale_tril):
+    """A flat prior and one observation ``y ~ N(z, S)``: the posterior is exactly ``N(y, S)``."""
+    z = pyro.sample("z", dist.ImproperUniform(constraints.real, (), (len(y),)))
+    pyro.sample("y", dist.MultivariateNormal(z, scale_tril=scale_tril), obs=y)
+
+
+def test_compares_default_vi_reaches_the_familys_optimum_whatever_the_scale_and_correlation():
+    """Sds from 1e-4 to 1e4 and a correlation of 0.99, compare's defaults (no learning rate
+    given): the full-rank guide is the exact posterior (means within 0.02 sd, sds within 2%);
+    the mean-field guide has the mean-field optimum's exact means (within 0.25 sd, the issue's
+    target; measured within 0.01) and its sds, 1 / sqrt(diag of the precision), within 5%
+    (measured 0.3-2.4% over three seeds). From Pyro's initialisation (vi_start="prior") the
+    same run was 2 sds off in the means and 84 times too wide in the smallest sd."""
+    sds = torch.tensor([1e-4, 1e4, 1.0])
+    corr = torch.tensor([[1.0, 0.99, 0.0], [0.99, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    cov = sds[:, None] * corr * sds[None, :]
+    y = torch.tensor([3e-4, -2e4, 0.5])
+    args = (y, torch.linalg.cholesky(cov.double()).float())
+    result = compare(badly_scaled_gaussian, args, mcmc=(), num_vi_samples=40_000)
+    full = result.method("fullrank").site_samples["z"].double()
+    assert ((full.mean(0) - y) / sds).abs().max() < 0.02, full.mean(0)
+    assert (full.std(0) / sds - 1).abs().max() < 0.02, full.std(0)
+    meanfield = result.method("meanfield").site_samples["z"].double()
+    meanfield_sd = 1 / torch.linalg.inv(cov.double()).diagonal().sqrt()
+    assert ((meanfield.mean(0) - y) / sds).abs().max() < 0.25, meanfield.mean(0)
+    assert (meanfield.std(0) / meanfield_sd - 1).abs().max() < 0.05, (meanfield.std(0), meanfield_sd)

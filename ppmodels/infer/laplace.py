@@ -25,6 +25,7 @@ with the reason and compare falls back to Pyro's initialisation, saying so.
 from __future__ import annotations
 
 import math
+import warnings
 
 import pyro
 import torch
@@ -38,6 +39,8 @@ from pyro.nn import PyroParam
 #: float32's tolerance (on posteriordb's kidiq, whose coefficients' sds differ 100-fold and
 #: correlate -0.99, L-BFGS alone stopped 4 posterior sds from the mode)
 NEWTON_STEPS = 3
+#: the loss L-BFGS sees where the model's density is not finite
+_WALL = 1e30
 
 
 def _gradient_and_hessian(elbo, model, guide, loc, args):
@@ -59,7 +62,10 @@ def laplace(model, args, init_loc_fn, *, guide_model=None, enumerate_plates=None
         elbo = Trace_ELBO()
     else:
         elbo, model = TraceEnum_ELBO(max_plate_nesting=enumerate_plates), config_enumerate(model)
-    with poutine.block(), pyro.validation_enabled(False):
+    # the line search may try points where the model's density is not finite (an ARMA's
+    # recursion explodes): Pyro warns at each; a mode that is not finite is refused below
+    with poutine.block(), pyro.validation_enabled(False), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Encountered (NaN|[+-]?inf)", category=UserWarning)
         map_guide(*args)  # its parameters now exist
         loc = map_guide.loc
         optimizer = torch.optim.LBFGS(
@@ -69,6 +75,8 @@ def laplace(model, args, init_loc_fn, *, guide_model=None, enumerate_plates=None
         def closure():
             optimizer.zero_grad()
             loss = elbo.differentiable_loss(model, map_guide, *args)
+            if not bool(torch.isfinite(loss)):  # outside the density's finite region: a wall the line search backs off
+                return loss.new_tensor(_WALL)
             loss.backward()
             return loss
 
