@@ -154,3 +154,15 @@ def test_compares_default_vi_reaches_the_familys_optimum_whatever_the_scale_and_
     meanfield_sd = 1 / torch.linalg.inv(cov.double()).diagonal().sqrt()
     assert ((meanfield.mean(0) - y) / sds).abs().max() < 0.25, meanfield.mean(0)
     assert (meanfield.std(0) / meanfield_sd - 1).abs().max() < 0.05, (meanfield.std(0), meanfield_sd)
+
+
+def test_without_a_laplace_approximation_the_guide_starts_as_pyros_and_the_report_says_why():
+    def unidentified(y):  # the data say nothing about b: a flat direction, no mode
+        a = pyro.sample("a", dist.Normal(0.0, 1.0))
+        pyro.sample("b", dist.ImproperUniform(constraints.real, (), ()))
+        with pyro.plate("data", len(y)):
+            pyro.sample("y", dist.Normal(a, 1.0), obs=y)
+
+    result = compare(unidentified, (torch.randn(10),), guides=("fullrank",), mcmc=(), vi_epochs=20)
+    notes = " ".join(result.method("fullrank").notes)
+    assert "started at Pyro's initialisation: no Laplace approximation (the Hessian at the MAP point" in notes
