@@ -35,10 +35,16 @@ from pyro.infer import Trace_ELBO, TraceEnum_ELBO, config_enumerate
 from pyro.infer.autoguide import AutoContinuous, AutoLaplaceApproximation
 from pyro.nn import PyroParam
 
+from . import initialization as init
+
 #: Newton steps after L-BFGS: each roughly doubles the digits of a mode that L-BFGS left at
 #: float32's tolerance (on posteriordb's kidiq, whose coefficients' sds differ 100-fold and
 #: correlate -0.99, L-BFGS alone stopped 4 posterior sds from the mode)
 NEWTON_STEPS = 3
+#: further MAP searches from random starts (uniform in (-2, 2) in the unconstrained space)
+#: when the first stops at a saddle or diverges: posteriordb's ARMA(1, 1), started at its
+#: prior medians, stopped at a saddle, and from each of 4 random starts found the mode
+RESTARTS = 3
 #: the loss L-BFGS sees where the model's density is not finite
 _WALL = 1e30
 
@@ -148,7 +154,15 @@ class WhitenedNormal(AutoContinuous):
 def whitened_guide(model, args, diagonal, init_loc_fn, guide_model=None, enumerate_plates=None):
     """A :class:`WhitenedNormal` on ``guide_model`` (default ``model``) at the Laplace
     approximation of ``model``'s posterior (see :func:`laplace`)."""
-    center, covariance = laplace(model, args, init_loc_fn, guide_model=guide_model, enumerate_plates=enumerate_plates)
+    failures = []
+    for start in (init_loc_fn, *[init.init_to_uniform] * RESTARTS):
+        try:
+            center, covariance = laplace(model, args, start, guide_model=guide_model, enumerate_plates=enumerate_plates)
+            break
+        except (ValueError, RuntimeError) as error:  # RuntimeError: torch's linear algebra, an overflow
+            failures.append(str(error))
+    else:
+        raise ValueError(f"{failures[0]}; also from {RESTARTS} random starts")
     guide = WhitenedNormal(guide_model or model, center, covariance, diagonal=diagonal, init_loc_fn=init_loc_fn)
     with poutine.block(), torch.no_grad():
         guide(*args)
