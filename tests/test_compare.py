@@ -66,6 +66,15 @@ def test_meanfield_underestimates_marginal_spread_of_a_correlated_posterior(linr
 
 
 @pytest.mark.slow
+def test_the_report_says_where_vi_and_nuts_disagree_and_which_to_believe(linreg):
+    said = [w for w in linreg.warnings if "disagree beyond Monte Carlo error" in w]
+    # mean-field's sds of the correlated weights are under 0.6 of NUTS's; full rank matches NUTS
+    assert len(said) == 1 and said[0].startswith("meanfield and nuts disagree beyond Monte Carlo error on 2 of 3")
+    assert "nuts passed its own diagnostics, so believe nuts" in said[0]
+    assert "Warnings:" in linreg.to_markdown()
+
+
+@pytest.mark.slow
 def test_report_holds_distances_predictive_scores_and_diagnostics(linreg):
     summary = {r["method"]: r for r in linreg.summary()}
     assert summary["nuts"]["min_ess"] > 100 and summary["nuts"]["min_ess_per_second"] > 0

@@ -159,7 +159,7 @@ def compare(
         if test is not None and not problem.discrete:  # with discrete latents it would need their sum per test point
             for m in results:
                 m.predictive_log_likelihood = problem.predictive_log_likelihood(m.site_samples, test)
-    return Comparison(
+    comparison = Comparison(
         problem.names,
         results,
         problem.exact,
@@ -170,6 +170,8 @@ def compare(
         posterior=getattr(model, "reference", None),
         to_posterior=getattr(model, "stan_draws", None),
     )
+    comparison.warnings += comparison.disagreements()
+    return comparison
 
 
 __all__ = [

@@ -5,6 +5,7 @@ a summary per method, markdown, JSON, ArviZ). A new score is a new column here."
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from dataclasses import dataclass, field
 
@@ -63,6 +64,55 @@ class Comparison:
         """latent -> (mean, sd) under method ``name``."""
         m = self.method(name)
         return {k: (float(v.double().mean()), float(v.double().std())) for k, v in m.samples.items()}
+
+    def disagreements(self, sigmas: float = 4.0) -> list:
+        """Where a VI method and the MCMC reference disagree by more than their Monte Carlo
+        error, one line per VI method saying so, the worst latent, and which answer to
+        believe: the MCMC one when it passed its own diagnostics (r-hat, effective sample
+        size, divergences), else neither.
+
+        A latent disagrees when the means differ by more than ``sigmas`` standard errors
+        (MCMC's sd / sqrt(ESS) and the VI draws' sd / sqrt(S), combined) and by more than
+        0.1 of MCMC's sd, or when the sds differ by a ratio outside [0.8, 1.25] and by more
+        than ``sigmas`` standard errors of their logarithm (1 / sqrt(2 ESS) and
+        1 / sqrt(2 S), combined)."""
+        ref = self.method(self.reference) if self.reference else None
+        if ref is None or not ref.diagnostics:
+            return []
+        trusted = not any(w.startswith(f"{ref.name}:") for w in self.warnings)
+        out = []
+        for m in self.methods:
+            if m.kind != "vi":
+                continue
+            flagged = []
+            for latent in self.latent_names:
+                a, b = m.samples[latent].double(), ref.samples[latent].double()
+                ess, n = max(ref.diagnostics[latent]["ess"], 1.0), a.numel()
+                sd_a, sd_b = float(a.std()), float(b.std())
+                mean_se = math.sqrt(sd_b**2 / ess + sd_a**2 / n)
+                delta = abs(float(a.mean()) - float(b.mean()))
+                ratio = sd_a / sd_b if sd_b > 0 else math.inf
+                log_se = math.sqrt(1 / (2 * ess) + 1 / (2 * n))
+                mean_off = delta > sigmas * mean_se and delta > 0.1 * sd_b
+                sd_off = not 0.8 <= ratio <= 1.25 and abs(math.log(ratio)) > sigmas * log_se
+                if mean_off or sd_off:
+                    flagged.append((delta / sd_b if sd_b > 0 else math.inf, latent, delta / mean_se, ratio))
+            if not flagged:
+                continue
+            size, latent, z, ratio = max(flagged)
+            verdict = (
+                f"{ref.name} passed its own diagnostics, so believe {ref.name}: {m.name}'s family cannot represent "
+                "this posterior there, or it had not converged"
+                if trusted
+                else f"{ref.name} failed its own diagnostics (above), so neither answer is established: run more or "
+                "longer chains"
+            )
+            out.append(
+                f"{m.name} and {ref.name} disagree beyond Monte Carlo error on {len(flagged)} of "
+                f"{len(self.latent_names)} latents (the largest: {latent}, means {size:.2f} {ref.name} sds apart, "
+                f"{z:.1f} standard errors; sd ratio {ratio:.2f}); {verdict}"
+            )
+        return out
 
     def rows(self) -> list:
         """One row per (latent, method)."""
