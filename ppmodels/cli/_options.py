@@ -107,13 +107,20 @@ def problem_name(text):
         )
     from ..posteriordb import names as ported
 
-    wanted = ported() if listed.strip() == "all" else [n.strip() for n in listed.split(",") if n.strip()]
-    unknown = [n for n in wanted if n not in ported()]
+    unknown = [n for n in posteriordb_names(text) if n not in ported()]
     if unknown:
         raise argparse.ArgumentTypeError(
             f"no posteriordb port named {', '.join(map(repr, unknown))}; the ports are {', '.join(ported())}"
         )
     return text
+
+
+def posteriordb_names(text) -> list:
+    """The posteriors a ``posteriordb:NAME[,NAME...]`` or ``posteriordb:all`` problem names."""
+    from ..posteriordb import names as ported
+
+    listed = text.partition(":")[2].strip()
+    return ported() if listed == "all" else [n.strip() for n in listed.split(",") if n.strip()]
 
 
 def names(text):

@@ -14,6 +14,7 @@ from ._options import (
     names,
     nonnegative_int,
     positive_int,
+    posteriordb_names,
     problem_name,
 )
 from ._run import CommandError, RunDir, progress_mode, resolve_device
@@ -182,7 +183,7 @@ def run_posteriordb(args, explicit):
     from ._run import write_text_atomic
 
     listed = args.problem.partition(":")[2]
-    wanted = posteriordb.names() if listed == "all" else [n.strip() for n in listed.split(",") if n.strip()]
+    wanted = posteriordb_names(args.problem)
     run = RunDir("compare", args, explicit, f"runs/compare-posteriordb-{listed if len(wanted) == 1 else 'benchmark'}")
     settings, results = _settings(args), {}
     for name in wanted:

@@ -324,11 +324,16 @@ class _Run:
         if not self.checked_stream:
             check_batch_finite(batch, "data", self.seen)
         batch = to_device(batch, self.device)
+        state.step_in_epoch, state.batch, state.batch_size = i, self._call(batch, indices), batch_size_of(batch)
+        state.kwargs = {}
+
+    def _call(self, batch, indices):
+        """A batch (on the device) as the model's ``(args, kwargs)``: ``fit(kwargs=...)`` added,
+        and the batch's indices as ``subsample=`` for a model that takes them."""
         args, kwargs = call_arguments(batch, self.options.kwargs)
         if self.passes_indices and indices is not None:
             kwargs = {**kwargs, "subsample": indices.to(self.device) if self.device is not None else indices}
-        state.step_in_epoch, state.batch, state.batch_size = i, (args, kwargs), batch_size_of(batch)
-        state.kwargs = {}
+        return args, kwargs
 
     def end_step(self, state):
         value, b = state.loss, state.batch_size
@@ -379,10 +384,7 @@ class _Run:
         fit_state = state["fit"]
         if self.train.num_data > 0:  # create the parameters first used in a step, to load their values
             batch, indices = next(iter(self.train.indexed()))
-            args, kwargs = call_arguments(to_device(batch, self.device), o.kwargs)
-            if self.passes_indices and indices is not None:
-                kwargs = {**kwargs, "subsample": indices}
-            self.step.params.declare(args, kwargs, path)
+            self.step.params.declare(*self._call(to_device(batch, self.device), indices), path)
         ckpt.restore_module(self.pair, state)
         self.step.params.load_state_dict(fit_state.get("params") or {}, path)
         self.step.optimizer_state = state.get("optimizer")

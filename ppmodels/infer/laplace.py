@@ -88,8 +88,6 @@ def laplace(model, args, init_loc_fn, *, guide_model=None, enumerate_plates=None
 
         optimizer.step(closure)
         for _ in range(NEWTON_STEPS):  # L-BFGS stops at float32's tolerance; Newton steps finish the mode
-            if not bool(torch.isfinite(loc).all()):
-                raise ValueError("the MAP search diverged (no finite mode: an improper posterior or a funnel)")
             grad, hessian = _gradient_and_hessian(elbo, model, map_guide, loc, args)
             if not bool(torch.isfinite(hessian).all()) or float(torch.linalg.eigvalsh(hessian).min()) <= 0:
                 break
