@@ -136,20 +136,24 @@ def badly_scaled_gaussian(y, scale_tril):
 
 def test_compares_default_vi_reaches_the_familys_optimum_whatever_the_scale_and_correlation():
     """Sds from 1e-4 to 1e4 and a correlation of 0.99, compare's defaults (no learning rate
-    given): the full-rank guide is the exact posterior (means within 0.02 sd, sds within 2%);
-    the mean-field guide has the mean-field optimum's exact means (within 0.25 sd, the issue's
-    target; measured within 0.01) and its sds, 1 / sqrt(diag of the precision), within 5%
-    (measured 0.3-2.4% over three seeds). From Pyro's initialisation (vi_start="prior") the
-    same run was 2 sds off in the means and 84 times too wide in the smallest sd."""
+    given, stopping on convergence): the full-rank guide is the exact posterior (means within
+    0.04 sd, sds within 3%; measured over seeds 0-2: means 0.007-0.029 sd, sds 0.5-2.1%, after
+    1,000 steps — the fixed 3,000-step schedule measured 0.005-0.016 sd and 0.6-1.7%); the
+    mean-field guide has the mean-field optimum's exact means (within 0.25 sd, the issue's
+    target; measured within 0.023) and its sds, 1 / sqrt(diag of the precision), within 5%
+    (measured 1.1-2.6%). From Pyro's initialisation (vi_start="prior") the same run was 2 sds
+    off in the means and 84 times too wide in the smallest sd."""
     sds = torch.tensor([1e-4, 1e4, 1.0])
     corr = torch.tensor([[1.0, 0.99, 0.0], [0.99, 1.0, 0.0], [0.0, 0.0, 1.0]])
     cov = sds[:, None] * corr * sds[None, :]
     y = torch.tensor([3e-4, -2e4, 0.5])
     args = (y, torch.linalg.cholesky(cov.double()).float())
     result = compare(badly_scaled_gaussian, args, mcmc=(), num_vi_samples=40_000)
-    full = result.method("fullrank").site_samples["z"].double()
-    assert ((full.mean(0) - y) / sds).abs().max() < 0.02, full.mean(0)
-    assert (full.std(0) / sds - 1).abs().max() < 0.02, full.std(0)
+    full = result.method("fullrank")
+    assert full.steps < 3000 and any("stopped on convergence after" in n for n in full.notes), full.notes
+    z = full.site_samples["z"].double()
+    assert ((z.mean(0) - y) / sds).abs().max() < 0.04, z.mean(0)
+    assert (z.std(0) / sds - 1).abs().max() < 0.03, z.std(0)
     meanfield = result.method("meanfield").site_samples["z"].double()
     meanfield_sd = 1 / torch.linalg.inv(cov.double()).diagonal().sqrt()
     assert ((meanfield.mean(0) - y) / sds).abs().max() < 0.25, meanfield.mean(0)

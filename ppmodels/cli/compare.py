@@ -70,7 +70,14 @@ def add_parsers(sub, explicit):
     o.add("--mcmc", type=names, default=("nuts",), help="comma-separated kernels: nuts, hmc (none: VI only)")
     o.add("--num-samples", type=positive_int, default=1000, help="MCMC samples")
     o.add("--warmup", type=nonnegative_int, default=500, help="MCMC warm-up steps")
-    o.add("--vi-epochs", type=positive_int, default=3000, help="SVI steps per guide")
+    o.add("--vi-epochs", type=positive_int, default=3000, help="the most SVI steps per guide")
+    o.add(
+        "--vi-stop",
+        choices=["converged", "steps"],
+        default="converged",
+        help="stop each guide when its gradients are stationary at the smallest learning rate (default), or after "
+        "exactly --vi-epochs steps",
+    )
     o.add(
         "--vi-start",
         choices=["laplace", "prior"],
@@ -163,13 +170,14 @@ def _compare_options(args) -> dict:
         "warmup_steps": args.warmup,
         "vi_epochs": args.vi_epochs,
         "vi_start": args.vi_start,
+        "vi_stop": args.vi_stop,
         "seed": args.seed,
         "progress": progress_mode(args.progress) is True,
     }
 
 
 def _settings(args) -> dict:
-    keys = ("guides", "mcmc", "num_samples", "warmup", "vi_epochs", "vi_start", "seed")
+    keys = ("guides", "mcmc", "num_samples", "warmup", "vi_epochs", "vi_start", "vi_stop", "seed")
     return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(args).items() if k in keys}
 
 

@@ -13,11 +13,13 @@ from .callbacks import (
 from .checkpoint import load, save
 from .compare import GUIDES, KERNELS, Comparison, compare
 from .compare_elbos import ElboComparison, compare_elbos, gradient_variance
+from .convergence import StopOnConvergence
 from .discrete import infer_discrete
 from .elbo import ELBO_NAMES, ESTIMATORS, EnumELBO, Objective, get_elbo
 from .errors import NonFiniteLossError
 from .evaluate import elbo, log_likelihood, log_weights
 from .fit import fit
+from .laplace import laplace_guide
 from .optim import make_optimizer
 from .result import FitResult
 
@@ -37,6 +39,7 @@ __all__ = [
     "NonFiniteLossError",
     "Objective",
     "ProjectParams",
+    "StopOnConvergence",
     "TensorBoard",
     "TrainState",
     "compare",
@@ -46,6 +49,7 @@ __all__ = [
     "get_elbo",
     "gradient_variance",
     "infer_discrete",
+    "laplace_guide",
     "linear_schedule",
     "load",
     "log_likelihood",

@@ -45,6 +45,7 @@ def compare(
     kernel_options=None,
     progress=False,
     vi_start="laplace",
+    vi_stop="converged",
 ) -> Comparison:
     """Fit ``model`` by VI with each guide and by MCMC with each kernel, on the same data.
 
@@ -66,8 +67,8 @@ def compare(
     :param mcmc: kernel names, ``"nuts"`` and/or ``"hmc"`` (the first is the reference for
         Wasserstein distances).
     :param int num_samples: MCMC samples per chain after ``warmup_steps`` warm-up steps.
-    :param int vi_epochs: full-batch SVI steps per guide (the learning rate decays 100-fold
-        over them).
+    :param int vi_epochs: the most full-batch SVI steps per guide (with ``vi_stop="steps"``,
+        exactly this many).
     :param int num_particles: particles per SVI step (default 8, vectorised; a model that
         does not broadcast over a particle dimension gets 1 unless you ask for more, which
         then run one after another; the report notes it).
@@ -81,6 +82,11 @@ def compare(
         there is no Laplace approximation (no finite mode, a Hessian that is not positive
         definite) they start as ``"prior"`` does, and the report's notes say why. ``"prior"``:
         Pyro's initialisation of the autoguide.
+    :param str vi_stop: ``"converged"`` (the default): Adam at ``lr`` until the gradients are
+        stationary, the rate then multiplied by 0.3 at each stationary window, four times,
+        stopping when they are stationary at the smallest
+        (:class:`~ppmodels.infer.convergence.StopOnConvergence`; the report gives the steps
+        taken). ``"steps"``: ``vi_epochs`` steps with the rate decaying 100-fold over them.
     :param dict kernel_options: keyword arguments for the MCMC kernels, e.g.
         ``{"max_tree_depth": 6}`` (NUTS) or ``{"jit_compile": True}``.
     :returns: :class:`Comparison`. Discrete latents are summed out: VI with ``enum`` (the
@@ -107,6 +113,7 @@ def compare(
     if num_particles is not None:
         check_positive_int(num_particles, "num_particles")
     check_choice(vi_start, "vi_start", ["laplace", "prior"])
+    check_choice(vi_stop, "vi_stop", ["converged", "steps"])
     guides = list(guides)
     mcmc = list(mcmc)
     for kernel in mcmc:
@@ -143,6 +150,7 @@ def compare(
         num_chains=num_chains,
         kernel_options=kernel_options,
         vi_start=vi_start,
+        vi_stop=vi_stop,
     )
     with isolated_store():
         problem = Problem.inspect(model, train, exact, particles=num_particles or 8)

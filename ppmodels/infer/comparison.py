@@ -23,6 +23,7 @@ class MethodResult:
     predictive_log_likelihood: float | None = None
     final_loss: float | None = None  # VI: negative ELBO per data point at the end
     losses: list = field(default_factory=list)  # VI: the loss of every step
+    steps: int | None = None  # VI: the SVI steps taken
     discrete: dict = field(default_factory=dict)  # discrete site -> posterior marginal probabilities (..., K)
     notes: list = field(default_factory=list)  # how the method was run, where it differs from the defaults
     mcmc: object = None  # the pyro.infer.MCMC object (MCMC methods), for ArviZ
@@ -150,6 +151,7 @@ class Comparison:
                 "method": m.name,
                 "kind": m.kind,
                 "seconds": m.seconds,
+                "steps": m.steps,
                 "predictive_log_likelihood": m.predictive_log_likelihood,
             }
             if self.exact:
@@ -242,6 +244,7 @@ class Comparison:
                 "method",
                 "kind",
                 "seconds",
+                "steps",
                 "predictive_log_likelihood",
                 "mean_abs_mean_error",
                 "mean_sd_ratio",

@@ -24,6 +24,7 @@ with the reason and compare falls back to Pyro's initialisation, saying so.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 
@@ -149,13 +150,42 @@ class WhitenedNormal(AutoContinuous):
         return posterior.loc, posterior.covariance_matrix.diagonal().sqrt()
 
 
+@contextlib.contextmanager
+def _float64():
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def _in_float64(model, args, start, **kwargs):
+    """:func:`laplace` with the model run in float64 (its floating-point arguments and the
+    default dtype), where the model allows it; else ``None``. A float32 Hessian cannot resolve
+    a posterior whose scales differ 1e4-fold and correlate: on a regression on an unscaled
+    covariate (x around 5,000) its rounding error exceeds the smallest eigenvalue, which then
+    looks negative."""
+    doubled = tuple(a.double() if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
+    try:
+        with _float64():
+            return laplace(model, doubled, start, **kwargs)
+    except (RuntimeError, TypeError) as error:
+        if "dtype" in str(error).lower() or "scalar type" in str(error).lower() or "double" in str(error).lower():
+            return None  # the model holds float32 tensors of its own (a module's weights): stay in its dtype
+        raise
+
+
 def whitened_guide(model, args, diagonal, init_loc_fn, guide_model=None, enumerate_plates=None):
     """A :class:`WhitenedNormal` on ``guide_model`` (default ``model``) at the Laplace
-    approximation of ``model``'s posterior (see :func:`laplace`)."""
+    approximation of ``model``'s posterior (see :func:`laplace`; in float64 where the model
+    runs in it)."""
     failures = []
     for start in (init_loc_fn, *[init.init_to_uniform] * RESTARTS):
         try:
-            center, covariance = laplace(model, args, start, guide_model=guide_model, enumerate_plates=enumerate_plates)
+            options = {"guide_model": guide_model, "enumerate_plates": enumerate_plates}
+            found = _in_float64(model, args, start, **options)
+            center, covariance = found if found is not None else laplace(model, args, start, **options)
             break
         except (ValueError, RuntimeError) as error:  # RuntimeError: torch's linear algebra, an overflow
             failures.append(str(error))
@@ -169,4 +199,29 @@ def whitened_guide(model, args, diagonal, init_loc_fn, guide_model=None, enumera
     return guide
 
 
-__all__ = ["WhitenedNormal", "laplace", "whitened_guide"]
+def laplace_guide(model, args, family: str = "fullrank", init_loc_fn=None) -> WhitenedNormal:
+    """A Gaussian guide for ``model(*args)`` that starts at its Laplace approximation and
+    trains in the coordinates it whitens, so ``fit``'s default learning rate suits posteriors
+    of any scale and correlation (compare's default guides, for your own model):
+
+    >>> guide = laplace_guide(model, (x, y))                                   # doctest: +SKIP
+    >>> fit((model, guide), (x, y), epochs=5000, callbacks=[StopOnConvergence()])  # doctest: +SKIP
+
+    :param tuple args: the model's arguments (full-batch data: the mode is of this posterior).
+    :param str family: ``"fullrank"`` (a multivariate normal) or ``"meanfield"`` (factorised).
+    :param init_loc_fn: where the mode search starts (default: the priors' medians; flat
+        priors in their support, :mod:`ppmodels.infer.initialization`).
+    :raises ValueError: when there is no Laplace approximation (no finite mode, a Hessian
+        that is not positive definite), saying which; an autoguide from Pyro's
+        initialisation is then the alternative.
+    """
+    if family not in ("fullrank", "meanfield"):
+        raise ValueError(f"`family` must be 'fullrank' or 'meanfield', but got {family!r}")
+    if not isinstance(args, tuple):
+        raise TypeError(f"`args` must be a tuple of the model's arguments, e.g. (x, y), but got {type(args).__name__}")
+    diagonal = family == "meanfield"
+    start = init_loc_fn or (init.init_to_feasible if diagonal else init.init_to_median)
+    return whitened_guide(model, args, diagonal, start)
+
+
+__all__ = ["WhitenedNormal", "laplace", "laplace_guide", "whitened_guide"]

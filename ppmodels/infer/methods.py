@@ -21,6 +21,7 @@ from pyro.infer import HMC, MCMC, NUTS, config_enumerate
 from . import initialization as init
 from .callbacks import Callback
 from .comparison import MethodResult
+from .convergence import GradientWindow, StopOnConvergence
 from .elbo import get_elbo
 from .fit import fit
 from .laplace import whitened_guide
@@ -60,6 +61,7 @@ class Settings:
     num_chains: int = 1
     kernel_options: dict | None = None
     vi_start: str = "laplace"
+    vi_stop: str = "converged"
 
 
 class GuideMethod:
@@ -78,30 +80,27 @@ class GuideMethod:
         if guide is None:
             guide, start_note = self._named_guide(problem, settings)
         particles, particle_note = _particles(problem, settings.num_particles)
-        epochs = settings.vi_epochs
-        gamma = 0.01 ** (1.0 / epochs)
         elbo = get_elbo(
             "enum" if problem.discrete else "trace",
             particles,
             vectorize_particles=problem.broadcasts and particles > 1,
             max_plate_nesting=problem.nesting,
         )
-        monitor = _GradientMonitor(epochs)
+        stopping = _VIStopping(settings)
         start = time.perf_counter()
         result = fit(
             (problem.model_fn, guide),
             problem.train,
-            epochs=epochs,
+            epochs=settings.vi_epochs,
             lr=settings.lr,
             elbo=elbo,
             seed=settings.seed,
             progress=settings.progress,
-            scheduler=lambda opt: torch.optim.lr_scheduler.ExponentialLR(opt, gamma),
-            callbacks=[monitor],
+            **stopping.fit_options(),
         )
         seconds = time.perf_counter() - start
         site_samples, draws_note = _vi_draws(guide, problem.train, problem.sites, settings.num_vi_samples, problem.dim)
-        notes = [n for n in (start_note, particle_note, draws_note) if n]
+        notes = [n for n in (start_note, particle_note, draws_note, stopping.note(result)) if n]
         if problem.discrete:
             notes.append("discrete sites summed out by enumeration (elbo='enum')")
         method = _result(
@@ -111,9 +110,10 @@ class GuideMethod:
             seconds,
             final_loss=result.train_loss[-1],
             losses=result.losses,
+            steps=result.num_steps,
             notes=notes,
         )
-        warning = _vi_warning(self.name, monitor)
+        warning = stopping.warning(self.name)
         return method, [warning] if warning else []
 
     def _named_guide(self, problem, settings) -> tuple:
@@ -232,39 +232,51 @@ def _vi_draws(guide, args, sites, num, dim, chunk=2000):
             return draws, f"the guide does not broadcast over a draws dimension: {n} draws taken one at a time"
 
 
-class _GradientMonitor(Callback):
-    """Keeps the gradients of the last ``window`` steps (flattened, on the CPU)."""
+class _VIStopping:
+    """How a VI method's training ends. ``vi_stop="converged"`` (compare's default):
+    :class:`~ppmodels.infer.convergence.StopOnConvergence` from Adam at ``lr``, at most
+    ``vi_epochs`` steps. ``"steps"``: exactly ``vi_epochs`` steps with ``lr`` decaying 100-fold.
+    A run that ends at ``vi_epochs`` has its last tenth's gradients tested by the same rule
+    (:meth:`warning`)."""
 
-    def __init__(self, total_steps):
-        self.window = max(10, total_steps // 10)
-        self.start = total_steps - self.window
-        self.grads = []
+    def __init__(self, settings):
+        self.settings = settings
+        self.rule = StopOnConvergence() if settings.vi_stop == "converged" else None
+        self.last = _LastSteps(max(10, settings.vi_epochs // 10), settings.vi_epochs)
+
+    def fit_options(self) -> dict:
+        if self.rule is not None:
+            return {"callbacks": [self.rule, self.last]}
+        gamma = 0.01 ** (1.0 / self.settings.vi_epochs)
+        return {
+            "callbacks": [self.last],
+            "scheduler": lambda opt: torch.optim.lr_scheduler.ExponentialLR(opt, gamma),
+        }
+
+    def warning(self, name) -> str | None:
+        if self.rule is not None and self.rule.converged:
+            return None
+        return self.last.grads.not_converged_message(name)
+
+    def note(self, result) -> str | None:
+        if self.rule is None:
+            return None
+        if self.rule.converged:
+            smallest = self.settings.lr * self.rule.factor**self.rule.decreases
+            return f"stopped on convergence after {result.num_steps} steps (stationary gradients at lr {smallest:.3g})"
+        return f"ran its maximum of {result.num_steps} steps (vi_epochs) before the convergence rule stopped it"
+
+
+class _LastSteps(Callback):
+    """The gradients of the last ``window`` of ``total`` steps."""
+
+    def __init__(self, window, total):
+        self.start = total - window
+        self.grads = GradientWindow()
 
     def on_gradients(self, state):
         if state.step >= self.start:
-            grads = [t.grad.detach().reshape(-1) for _, t in state.named_parameters() if t.grad is not None]
-            if grads:
-                self.grads.append(torch.cat(grads).double().cpu())
-
-
-def _vi_warning(name, monitor):
-    """The rule: at an optimum the expected gradient is zero. Over the last tenth of the steps
-    (at least 10), each parameter's mean gradient is compared with its standard error; if the
-    largest ratio exceeds 3 + sqrt(2 ln P) (P parameters: what the largest of P standard
-    normal ratios stays below), the guide had not converged."""
-    if len(monitor.grads) < 10 or len({g.numel() for g in monitor.grads}) != 1:
-        return None
-    g = torch.stack(monitor.grads)
-    n, p = g.shape
-    z = g.mean(0) / (g.std(0) / math.sqrt(n) + 1e-12)
-    limit = 3 + math.sqrt(2 * math.log(max(p, 2)))
-    worst = float(z.abs().max())
-    if worst > limit:
-        return (
-            f"{name}: not converged: over its last {n} steps a parameter's mean gradient is {worst:.1f} standard "
-            f"errors from zero (the rule flags more than {limit:.1f} for {p} parameters); train longer (vi_epochs=)"
-        )
-    return None
+            self.grads.add(state.named_parameters())
 
 
 def _mcmc_warnings(name, diagnostics, divergences):
