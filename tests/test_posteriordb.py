@@ -70,7 +70,7 @@ def test_scores_are_in_reference_sds_and_compare_reports_them():
 
 
 def test_an_unknown_name_lists_the_ports():
-    with pytest.raises(ValueError, match=r"no posteriordb port named 'blr'; the ports are arma-arma11, .*sblrc-blr"):
+    with pytest.raises(ValueError, match=r"no posteriordb port named 'blr'; the ports are arK-arK, arma-arma11, .*"):
         posteriordb.load("blr")
 
 
@@ -156,7 +156,11 @@ def test_the_command_runs_a_benchmark_and_keeps_the_posteriors_done(tmp_path, ca
     capsys.readouterr()
     assert main(args) == 0
     assert "kidiq-kidscore_momiq: done before, kept" in capsys.readouterr().out
+    assert main([*args, "--vi-stop", "steps"]) == 0  # other settings: run again
+    assert "done before, kept" not in capsys.readouterr().out
+    summary = json.loads((out / "kidiq-kidscore_momiq" / "comparison.json").read_text())["summary"]
+    assert summary[0]["steps"] == 20
     with pytest.raises(SystemExit) as exit_:
         main([*args[:2], "posteriordb:nope", *args[3:]])
     assert exit_.value.code == 2
-    assert "no posteriordb port named 'nope'; the ports are arma-arma11" in capsys.readouterr().err
+    assert "no posteriordb port named 'nope'; the ports are arK-arK, arma-arma11" in capsys.readouterr().err

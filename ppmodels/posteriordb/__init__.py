@@ -85,7 +85,7 @@ class PosteriorProblem:
         return self.port.model
 
     def stan_draws(self, site_samples) -> dict:
-        return self.port.stan_draws(site_samples)
+        return self.port.stan_draws(site_samples, self.args)
 
 
 def names() -> list:
@@ -117,7 +117,7 @@ def _check_parameters(problem):
     from ..infer.problem import latent_sites
 
     sites = latent_sites(problem.model, problem.args)[0]
-    given = set(problem.stan_draws({s: torch.zeros(1, *shape) for s, shape in sites.items()}))
+    given = set(problem.stan_draws({s: torch.ones(1, *shape) for s, shape in sites.items()}))
     wanted = set(problem.reference.parameters)
     if given != wanted:
         raise ValueError(

@@ -7,7 +7,9 @@ posteriordb (github.com/stan-dev/posteriordb, BSD-3-Clause):
 For each posterior that has a port here it keeps the data (as posteriordb gives them) and,
 per parameter of the reference draws (10 chains x 1,000 validated Stan NUTS draws), the
 mean, the standard deviation and 100 quantiles (at 0.005, 0.015, ..., 0.995): enough to score
-a method's mean and sd and its Wasserstein-1 distance, in a few kilobytes per posterior.
+a method's mean and sd and its Wasserstein-1 distance, in a few kilobytes per posterior
+(the data are most of the file). posteriordb's licence notice ships beside it,
+``LICENCE-posteriordb.md``.
 """
 
 from __future__ import annotations

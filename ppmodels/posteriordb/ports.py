@@ -35,9 +35,9 @@ class Port:
 
     :ivar model: the Pyro model, ``model(*args)``.
     :ivar args: posteriordb's data (a dict) -> the model's arguments (tensors).
-    :ivar to_stan: the port's draws ``{site: (S, *shape)}`` -> the reference's parameters
-        ``{"beta[1]": (S,), ...}``; the default names a site's elements as Stan does
-        (1-based indices).
+    :ivar to_stan: ``to_stan(draws, args)``: the port's draws ``{site: (S, *shape)}`` and the
+        model's arguments -> the reference's parameters ``{"beta[1]": (S,), ...}``; the
+        default names a site's elements as Stan does (1-based indices).
     :ivar stan: the Stan program in posteriordb (``models/stan/NAME.stan``).
     """
 
@@ -47,9 +47,9 @@ class Port:
     to_stan: object = None
     notes: tuple = field(default_factory=tuple)
 
-    def stan_draws(self, site_samples) -> dict:
+    def stan_draws(self, site_samples, args) -> dict:
         if self.to_stan is not None:
-            return self.to_stan(site_samples)
+            return self.to_stan(site_samples, args)
         return stan_names(site_samples)
 
 
@@ -83,7 +83,7 @@ def eight_schools_noncentered(y, sigma):
         pyro.sample("y", dist.Normal(theta_trans * tau + mu, sigma), obs=y)
 
 
-def _eight_schools_to_stan(s):
+def _eight_schools_to_stan(s, args):
     theta = s["theta_trans"] * s["tau"].unsqueeze(-1) + s["mu"].unsqueeze(-1)
     return {**stan_names({"theta": theta}), "mu": s["mu"], "tau": s["tau"]}
 
@@ -103,6 +103,48 @@ def kidscore_momiq(mom_iq, kid_score):
     sigma = pyro.sample("sigma", dist.HalfCauchy(2.5))
     with pyro.plate("data", len(kid_score)):
         pyro.sample("kid_score", dist.Normal(beta[..., 0] + beta[..., 1] * mom_iq, sigma), obs=kid_score)
+
+
+def kidscore_interaction(mom_hs, mom_iq, kid_score):
+    """Flat coefficients on the intercept, ``mom_hs``, ``mom_iq`` and their product; a
+    half-Cauchy(2.5) scale."""
+    beta = _flat("beta", shape=(4,))
+    sigma = pyro.sample("sigma", dist.HalfCauchy(2.5))
+    X = torch.stack([torch.ones_like(mom_iq), mom_hs, mom_iq, mom_hs * mom_iq], -1)
+    with pyro.plate("data", len(kid_score)):
+        pyro.sample("kid_score", dist.Normal((X * beta).sum(-1), sigma), obs=kid_score)
+
+
+def kilpisjarvi(x, y, priors):
+    """A linear trend in uncentred years: normal priors on the intercept and slope with the
+    data's means and sds, a flat scale. The intercept and slope are correlated beyond -0.999."""
+    pmualpha, psalpha, pmubeta, psbeta = priors
+    alpha = pyro.sample("alpha", dist.Normal(pmualpha, psalpha))
+    beta = pyro.sample("beta", dist.Normal(pmubeta, psbeta))
+    sigma = _flat("sigma", constraints.positive)
+    with pyro.plate("data", len(y)):
+        pyro.sample("y", dist.Normal(alpha + beta * x, sigma), obs=y)
+
+
+def _kilpisjarvi_args(d):
+    return _tensor(d["x"]), _tensor(d["y"]), tuple(float(d[k]) for k in ("pmualpha", "psalpha", "pmubeta", "psbeta"))
+
+
+def diamonds(Xc, y):
+    """brms's Gaussian regression on 24 centred predictors: normal(0, 1) slopes ``b``, a
+    student-t(3, 8, 10) ``Intercept`` (of the centred predictors), a half-student-t(3, 0, 10)
+    scale. The posterior of ``b`` is strongly correlated (polynomial terms)."""
+    b = pyro.sample("b", dist.Normal(0.0, 1.0).expand([Xc.shape[1]]).to_event(1))
+    intercept = pyro.sample("Intercept", dist.StudentT(3.0, 8.0, 10.0))
+    sigma = pyro.sample("sigma", dist.FoldedDistribution(dist.StudentT(3.0, 0.0, 10.0)))
+    with pyro.plate("data", len(y)):
+        pyro.sample("y", dist.Normal(intercept + (Xc * b).sum(-1), sigma), obs=y)
+
+
+def _diamonds_args(d):
+    X = _tensor(d["X"])
+    Xc = X[:, 1:] - X[:, 1:].mean(0)  # Stan's transformed data: the predictors centred, the intercept column dropped
+    return Xc, _tensor(d["Y"])
 
 
 def flat_regression(X, y):
@@ -181,7 +223,7 @@ def garch11(y, sigma1):
     pyro.sample("y", dist.Normal(mu.unsqueeze(-1), torch.stack(sigma, -1)).to_event(1), obs=y)
 
 
-def _garch_to_stan(s):
+def _garch_to_stan(s, args):
     return {"mu": s["mu"], "alpha0": s["alpha0"], "alpha1": s["alpha1"], "beta1": (1 - s["alpha1"]) * s["beta1_unit"]}
 
 
@@ -195,6 +237,84 @@ def arma11(y):
     for t in range(1, len(y)):
         err.append(y[t] - (mu + phi * y[t - 1] + theta * err[-1]))
     pyro.factor("err", dist.Normal(0.0, sigma.unsqueeze(-1)).log_prob(torch.stack(err, -1)).sum(-1))
+
+
+def ar_k(y, K):
+    """AR(K) on the observations after the first ``K``: normal(0, 10) on the intercept and
+    the coefficients, a half-Cauchy(2.5) scale."""
+    alpha = pyro.sample("alpha", dist.Normal(0.0, 10.0))
+    beta = pyro.sample("beta", dist.Normal(0.0, 10.0).expand([K]).to_event(1))
+    sigma = pyro.sample("sigma", dist.HalfCauchy(2.5))
+    T = len(y)
+    lags = torch.stack([y[K - k : T - k] for k in range(1, K + 1)], -1)  # lags[t, k - 1] = y[t + K - k]
+    mu = alpha.unsqueeze(-1) + (lags * beta.unsqueeze(-2)).sum(-1)
+    pyro.sample("y", dist.Normal(mu, sigma.unsqueeze(-1)).to_event(1), obs=y[K:])
+
+
+def hmm_example(y, K):
+    """A two-state HMM with unit-variance normal emissions, the states summed out by the
+    forward algorithm: flat (Dirichlet(1)) transition rows ``theta1``, ``theta2``; ordered
+    positive means ``mu`` with normal(3, 1) and normal(10, 1) terms; the first state uniform
+    (Stan's forward pass starts from equal weights)."""
+    theta1 = pyro.sample("theta1", dist.Dirichlet(torch.ones(K)))
+    theta2 = pyro.sample("theta2", dist.Dirichlet(torch.ones(K)))
+    mu = _flat("mu", constraints.positive_ordered_vector, (K,))
+    pyro.factor("mu_prior", dist.Normal(torch.tensor([3.0, 10.0]), 1.0).log_prob(mu).sum(-1))
+    log_theta = torch.stack([theta1, theta2], -2).log()  # [..., from, to]
+    emit = dist.Normal(mu.unsqueeze(-2), 1.0).log_prob(y.unsqueeze(-1))  # [..., t, state]
+    gamma = emit[..., 0, :]
+    for t in range(1, len(y)):
+        gamma = torch.logsumexp(gamma.unsqueeze(-1) + log_theta, -2) + emit[..., t, :]
+    pyro.factor("forward", torch.logsumexp(gamma, -1))
+
+
+# -- Gaussian processes ------------------------------------------------------------------------
+def _squared_exponential(x, alpha, rho):
+    """Stan's ``gp_exp_quad_cov(x, alpha, rho)`` for draws of ``alpha`` and ``rho``, in float64
+    (a Cholesky of this kernel on a grid fails in float32)."""
+    d2 = (x.unsqueeze(-1) - x.unsqueeze(-2)).double() ** 2
+    a, r = alpha.double()[..., None, None], rho.double()[..., None, None]
+    return a**2 * torch.exp(-d2 / (2 * r**2))
+
+
+def gp_regr(x, y):
+    """A GP regression's hyper-parameters, the latent function integrated out: gamma(25, 4)
+    length scale, half-normal(2) magnitude, half-normal(1) noise ``sigma`` added to the
+    kernel's diagonal (Stan's program adds ``sigma``, not its square)."""
+    rho = pyro.sample("rho", dist.Gamma(25.0, 4.0))
+    alpha = pyro.sample("alpha", dist.HalfNormal(2.0))
+    sigma = pyro.sample("sigma", dist.HalfNormal(1.0))
+    eye = torch.eye(len(x), dtype=torch.float64)
+    cov = _squared_exponential(x, alpha, rho) + sigma.double()[..., None, None] * eye
+    log_lik = dist.MultivariateNormal(torch.zeros_like(eye[0]), scale_tril=torch.linalg.cholesky(cov)).log_prob(
+        y.double()
+    )
+    pyro.factor("y", log_lik.to(y.dtype))
+
+
+def gp_pois_regr(x, k):
+    """A latent GP with Poisson counts, non-centred: ``f = L f_tilde`` with ``L`` the Cholesky
+    of the kernel plus 1e-10 on its diagonal; the reference's ``f`` is computed from the
+    draws (:func:`_gp_pois_to_stan`)."""
+    rho = pyro.sample("rho", dist.Gamma(25.0, 4.0))
+    alpha = pyro.sample("alpha", dist.HalfNormal(2.0))
+    f_tilde = pyro.sample("f_tilde", dist.Normal(0.0, 1.0).expand([len(x)]).to_event(1))
+    f = _gp_latent(x, alpha, rho, f_tilde)
+    pyro.sample("k", dist.Poisson(f.exp()).to_event(1), obs=k)
+
+
+def _gp_latent(x, alpha, rho, f_tilde):
+    cov = _squared_exponential(x, alpha, rho) + 1e-10 * torch.eye(len(x), dtype=torch.float64)
+    return (torch.linalg.cholesky(cov) @ f_tilde.double().unsqueeze(-1)).squeeze(-1).to(f_tilde.dtype)
+
+
+def _gp_pois_args(d):
+    return _tensor(d["x"]), _tensor(d["k"])
+
+
+def _gp_pois_to_stan(s, args):
+    f = _gp_latent(args[0], s["alpha"], s["rho"], s["f_tilde"])
+    return {"rho": s["rho"], "alpha": s["alpha"], **stan_names({"f": f})}
 
 
 def _vectors(*names):
@@ -213,6 +333,15 @@ PORTS = {
     "low_dim_gauss_mix-low_dim_gauss_mix": Port(low_dim_gauss_mix, _vectors("y"), "low_dim_gauss_mix"),
     "garch-garch11": Port(garch11, lambda d: (_tensor(d["y"]), float(d["sigma1"])), "garch11", _garch_to_stan),
     "arma-arma11": Port(arma11, _vectors("y"), "arma11"),
+    "arK-arK": Port(ar_k, lambda d: (_tensor(d["y"]), int(d["K"])), "arK"),
+    "hmm_example-hmm_example": Port(hmm_example, lambda d: (_tensor(d["y"]), int(d["K"])), "hmm_example"),
+    "gp_pois_regr-gp_regr": Port(gp_regr, _vectors("x", "y"), "gp_regr"),
+    "gp_pois_regr-gp_pois_regr": Port(gp_pois_regr, _gp_pois_args, "gp_pois_regr", _gp_pois_to_stan),
+    "kidiq-kidscore_interaction": Port(
+        kidscore_interaction, _vectors("mom_hs", "mom_iq", "kid_score"), "kidscore_interaction"
+    ),
+    "kilpisjarvi_mod-kilpisjarvi": Port(kilpisjarvi, _kilpisjarvi_args, "kilpisjarvi"),
+    "diamonds-diamonds": Port(diamonds, _diamonds_args, "diamonds"),
 }
 
 __all__ = ["PORTS", "Port", "stan_names"]
