@@ -104,6 +104,19 @@ def test_laplace_guide_names_bad_input(far_data):
         laplace_guide(normal_mean, list(far_data))
 
 
+def test_laplace_guide_leaves_only_its_own_parameters_and_names_another_models(far_data):
+    def two_means(y):
+        mu = pyro.sample("mu", dist.Normal(0.0, 100.0).expand([2]).to_event(1))
+        with pyro.plate("data", len(y)):
+            pyro.sample("obs", dist.Normal(mu.sum(-1, keepdim=True), 1.0), obs=y.unsqueeze(-1))
+
+    pyro.clear_param_store()
+    laplace_guide(normal_mean, far_data)
+    assert sorted(pyro.get_param_store().keys()) == ["WhitenedNormal.m", "WhitenedNormal.s", "WhitenedNormal.tril"]
+    with pytest.raises(ValueError, match=r"WhitenedNormal.m of shape \(1,\) from another model \(2 latents here\)"):
+        laplace_guide(two_means, far_data)
+
+
 def test_compare_reports_the_steps_and_keeps_the_fixed_schedule_on_request(far_data):
     converged = compare(normal_mean, far_data, guides=("meanfield",), mcmc=())
     method = converged.method("meanfield")

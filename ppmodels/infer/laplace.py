@@ -37,6 +37,7 @@ from pyro.infer.autoguide import AutoContinuous, AutoLaplaceApproximation
 from pyro.nn import PyroParam
 
 from . import initialization as init
+from .params import isolated_store
 
 #: Newton steps after L-BFGS: each roughly doubles the digits of a mode that L-BFGS left at
 #: float32's tolerance (on posteriordb's kidiq, whose coefficients' sds differ 100-fold and
@@ -71,7 +72,9 @@ def laplace(model, args, init_loc_fn, *, guide_model=None, enumerate_plates=None
         elbo, model = TraceEnum_ELBO(max_plate_nesting=enumerate_plates), config_enumerate(model)
     # the line search may try points where the model's density is not finite (an ARMA's
     # recursion explodes): Pyro warns at each; a mode that is not finite is refused below
-    with poutine.block(), pyro.validation_enabled(False), warnings.catch_warnings():
+    # the mode search's guide lives in a store of its own: it neither reads a parameter of
+    # the same name left by an earlier model nor leaves one behind
+    with isolated_store(), poutine.block(), pyro.validation_enabled(False), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Encountered (NaN|[+-]?inf)", category=UserWarning)
         map_guide(*args)  # its parameters now exist
         loc = map_guide.loc
@@ -128,6 +131,15 @@ class WhitenedNormal(AutoContinuous):
         if center.shape != (self.latent_dim,):
             raise ValueError(f"the Laplace center has shape {tuple(center.shape)}, the guide {self.latent_dim} latents")
         self.register_buffer("center", center)
+        store = pyro.get_param_store()
+        for name in ("m", "s", "tril"):  # Pyro would hand this guide another model's parameters
+            key = f"{self._pyro_name}.{name}"
+            stale = store[key] if key in store else None
+            if stale is not None and stale.shape[-1] != self.latent_dim:
+                raise ValueError(
+                    f"Pyro's parameter store holds {self._pyro_name}.{name} of shape {tuple(stale.shape)} from another "
+                    f"model ({self.latent_dim} latents here): call pyro.clear_param_store() before building this guide"
+                )
         if self.diagonal:
             self.register_buffer("factor", self._covariance.diagonal().sqrt().to(center))
         else:
