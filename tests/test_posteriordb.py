@@ -151,7 +151,7 @@ def test_the_command_runs_a_benchmark_and_keeps_the_posteriors_done(tmp_path, ca
     args += ["--guides", "meanfield", "--mcmc", "none", "--vi-epochs", "20", "--out", str(out), "--no-progress"]
     assert main(args) == 0
     table = (out / "benchmark.md").read_text()
-    assert "| kidiq-kidscore_momiq | meanfield |" in table and (out / "benchmark.png").is_file()
+    assert "| kidiq-kidscore_momiq | yes | meanfield |" in table and (out / "benchmark.png").is_file()
     assert json.loads((out / "kidiq-kidscore_momiq" / "comparison.json").read_text())["posterior_rows"]
     capsys.readouterr()
     assert main(args) == 0
@@ -164,3 +164,31 @@ def test_the_command_runs_a_benchmark_and_keeps_the_posteriors_done(tmp_path, ca
         main([*args[:2], "posteriordb:nope", *args[3:]])
     assert exit_.value.code == 2
     assert "no posteriordb port named 'nope'; the ports are arK-arK, arma-arma11" in capsys.readouterr().err
+
+
+def test_the_reference_shape_is_judged_in_the_unconstrained_space():
+    """Known answers: Gaussian quantiles for a real parameter and log-normal ones for a
+    positive scale are Gaussian in the unconstrained space; Student-t(3) quantiles have heavy
+    tails, and normal quantiles of a positive scale are skewed once logged."""
+    import dataclasses
+
+    from ppmodels.posteriordb.extract import LEVELS
+
+    levels = torch.as_tensor(LEVELS, dtype=torch.float64)
+    normal = torch.distributions.Normal(0.0, 1.0).icdf(levels)
+    torch.manual_seed(0)
+    student = torch.distributions.StudentT(torch.tensor(3.0, dtype=torch.float64)).sample((200_000,)).quantile(levels)
+
+    def shape(**quantiles):
+        base = posteriordb.load("eight_schools-eight_schools_noncentered")
+        summaries = {p: {"mean": 0.0, "sd": 1.0, "quantiles": q.tolist()} for p, q in quantiles.items()}
+        reference = posteriordb.Reference(base.name, list(quantiles), summaries, 10_000)
+        return dataclasses.replace(base, reference=reference).reference_shape()
+
+    gaussian = shape(mu=3 + 2 * normal, tau=(1 + 0.3 * normal).exp())
+    assert gaussian["near_gaussian"] and abs(gaussian["worst"]["skew"]) < 1e-6
+    assert gaussian["worst"]["tails"] == pytest.approx(1.0, abs=1e-3)
+    heavy = shape(mu=normal, tau=(0.2 * normal).exp(), **{"theta[1]": student})
+    assert not heavy["near_gaussian"] and heavy["worst"]["parameter"] == "theta[1]" and heavy["worst"]["tails"] > 1.3
+    skewed = shape(mu=normal, tau=3 + normal)  # normal on the positive scale: skewed left once logged
+    assert not skewed["near_gaussian"] and skewed["worst"]["parameter"] == "tau" and skewed["worst"]["skew"] < -0.1

@@ -230,10 +230,16 @@ def run_posteriordb(args, explicit):
         print((run.path / "comparison.md").read_text().split("\n\n")[0])
         print(f"wrote comparison.md, comparison.json and figures to {run.path.resolve()}")
         return run.path
-    table = posteriordb_table(results)
+    shapes = {name: posteriordb.load(name, path=args.posteriordb).reference_shape() for name in results}
+    table = posteriordb_table(results, shapes)
     run.write_text("benchmark.md", table)
     run.write_json(
-        "benchmark.json", {"settings": settings, "posteriors": {n: r["summary"] for n, r in results.items()}}
+        "benchmark.json",
+        {
+            "settings": settings,
+            "posteriors": {n: r["summary"] for n, r in results.items()},
+            "reference_shapes": shapes,
+        },
     )
     run.figure(plots.posteriordb_benchmark(results), "benchmark.png")
     print(table)
@@ -241,18 +247,24 @@ def run_posteriordb(args, explicit):
     return run.path
 
 
-def posteriordb_table(results) -> str:
-    """Methods x posteriors: the largest |mean error| and W1 in reference sds, the sd ratios'
-    range, and the wall time."""
+def posteriordb_table(results, shapes) -> str:
+    """Methods x posteriors: whether the reference is near-Gaussian in the unconstrained space
+    (:meth:`~ppmodels.posteriordb.PosteriorProblem.reference_shape`), the largest |mean
+    error| and W1 in reference sds, the sd ratios' range, the SVI steps and the wall time."""
     lines = [
-        "| posterior | method | max abs mean error (ref sds) | sd ratio min-max | max W1 (ref sds) | seconds |",
-        "|---|---|---|---|---|---|",
+        "| posterior | near-Gaussian | method | max abs mean error (ref sds) | sd ratio min-max | max W1 (ref sds) "
+        "| steps | seconds |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, report in results.items():
+        shape = shapes[name]
+        near = "yes" if shape["near_gaussian"] else f"no ({shape['worst']['parameter']})"
         for row in report["summary"]:
+            steps = row.get("steps")
             lines.append(
-                f"| {name} | {row['method']} | {row['max_abs_mean_error_sds']:.3g} | {row['min_sd_ratio']:.3g}-"
-                f"{row['max_sd_ratio']:.3g} | {row['max_w1_sds']:.3g} | {row['seconds']:.1f} |"
+                f"| {name} | {near} | {row['method']} | {row['max_abs_mean_error_sds']:.3g} | "
+                f"{row['min_sd_ratio']:.3g}-{row['max_sd_ratio']:.3g} | {row['max_w1_sds']:.3g} | "
+                f"{'-' if steps is None else steps} | {row['seconds']:.1f} |"
             )
     return "\n".join(lines) + "\n"
 

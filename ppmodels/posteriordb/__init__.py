@@ -87,6 +87,76 @@ class PosteriorProblem:
     def stan_draws(self, site_samples) -> dict:
         return self.port.stan_draws(site_samples, self.args)
 
+    def reference_shape(self) -> dict:
+        """How close the reference posterior is to Gaussian in the unconstrained space, from
+        its quantiles alone (no MCMC): each parameter's quantiles are mapped to the
+        unconstrained space by its site's support (``log`` for a positive scale, ``logit`` for
+        an interval or a two-element simplex, ``log`` for a positive ordered vector's
+        elements; transformed parameters, such as eight schools' ``theta``, stay as they
+        are), then ``skew`` is Kelly's quantile skewness ``(q90 + q10 - 2 q50) / (q90 - q10)``
+        (0 for a Gaussian) and ``tails`` is ``(q99.5 - q0.5) / (q75 - q25)`` over a
+        Gaussian's 3.82 (1 for a Gaussian). ``near_gaussian``: every parameter within
+        :data:`NEAR_GAUSSIAN` (|skew| < 0.1, tails within 0.9-1.1); ``worst``: the parameter
+        farthest from it."""
+        supports = _site_supports(self.model, self.args)
+        worst, worst_score = None, -1.0
+        for p in self.reference.parameters:
+            q = torch.as_tensor(self.reference.summaries[p]["quantiles"], dtype=torch.float64)
+            q = _unconstrained(q, supports.get(p.split("[")[0]))
+            at = functools.partial(_interpolate, torch.as_tensor(LEVELS, dtype=torch.float64), q)
+            skew = float((at(0.9) + at(0.1) - 2 * at(0.5)) / (at(0.9) - at(0.1)))
+            tails = float((at(0.995) - at(0.005)) / (at(0.75) - at(0.25)) / _GAUSSIAN_TAILS)
+            score = max(abs(skew) / NEAR_GAUSSIAN["skew"], abs(tails - 1) / NEAR_GAUSSIAN["tails"])
+            if score > worst_score:
+                worst, worst_score = {"parameter": p, "skew": skew, "tails": tails}, score
+        return {"near_gaussian": worst_score < 1, "worst": worst}
+
+
+#: the bounds :meth:`PosteriorProblem.reference_shape` calls near-Gaussian: |Kelly skewness|
+#: and |tail ratio - 1|
+NEAR_GAUSSIAN = {"skew": 0.1, "tails": 0.1}
+_GAUSSIAN_TAILS = 2 * 2.5758293035489 / 1.3489795003921634  # (z.995 - z.005) / (z.75 - z.25)
+
+
+def _interpolate(levels, values, at):
+    i = int(torch.searchsorted(levels, torch.tensor(at, dtype=levels.dtype)).clamp(1, len(levels) - 1))
+    w = (at - levels[i - 1]) / (levels[i] - levels[i - 1])
+    return values[i - 1] + w * (values[i] - values[i - 1])
+
+
+def _site_supports(model, args) -> dict:
+    from pyro import poutine
+    from pyro.infer.autoguide.initialization import InitMessenger
+
+    from ..infer.initialization import init_to_median
+
+    with torch.no_grad(), InitMessenger(init_to_median):
+        trace = poutine.trace(model).get_trace(*args)
+    return {
+        name: site["fn"].support
+        for name, site in trace.nodes.items()
+        if site["type"] == "sample" and not site["is_observed"] and hasattr(site["fn"], "support")
+    }
+
+
+def _unconstrained(q, support):
+    """Quantiles of one element of a site with ``support``, in the unconstrained space
+    (monotone maps keep quantiles quantiles)."""
+    from pyro.distributions import constraints
+    from torch.distributions import biject_to
+
+    while isinstance(support, constraints.independent):
+        support = support.base_constraint
+    if support is None or support.event_dim == 0 and support.is_discrete:
+        return q
+    if isinstance(support, type(constraints.positive_ordered_vector)):
+        return q.log()
+    if isinstance(support, type(constraints.simplex)):
+        return q.log() - (-q).log1p()
+    if support.event_dim == 0:
+        return biject_to(support).inv(q)
+    return q
+
 
 def names() -> list:
     """The posteriors that have a port."""
