@@ -21,6 +21,7 @@ from .evaluate import elbo, log_likelihood, log_weights
 from .fit import fit
 from .laplace import laplace_guide
 from .optim import make_optimizer
+from .psis import PSISResult, pareto_smooth, psis
 from .result import FitResult
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "KwargSchedule",
     "NonFiniteLossError",
     "Objective",
+    "PSISResult",
     "ProjectParams",
     "StopOnConvergence",
     "TensorBoard",
@@ -55,5 +57,7 @@ __all__ = [
     "log_likelihood",
     "log_weights",
     "make_optimizer",
+    "pareto_smooth",
+    "psis",
     "save",
 ]

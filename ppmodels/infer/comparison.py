@@ -24,6 +24,7 @@ class MethodResult:
     final_loss: float | None = None  # VI: negative ELBO per data point at the end
     losses: list = field(default_factory=list)  # VI: the loss of every step
     steps: int | None = None  # VI: the SVI steps taken
+    k_hat: float | None = None  # VI: PSIS's Pareto k of the guide against the model (ppmodels.infer.psis)
     discrete: dict = field(default_factory=dict)  # discrete site -> posterior marginal probabilities (..., K)
     notes: list = field(default_factory=list)  # how the method was run, where it differs from the defaults
     mcmc: object = None  # the pyro.infer.MCMC object (MCMC methods), for ArviZ
@@ -152,6 +153,7 @@ class Comparison:
                 "kind": m.kind,
                 "seconds": m.seconds,
                 "steps": m.steps,
+                "k_hat": m.k_hat,
                 "predictive_log_likelihood": m.predictive_log_likelihood,
             }
             if self.exact:
@@ -245,6 +247,7 @@ class Comparison:
                 "kind",
                 "seconds",
                 "steps",
+                "k_hat",
                 "predictive_log_likelihood",
                 "mean_abs_mean_error",
                 "mean_sd_ratio",

@@ -26,6 +26,7 @@ from .elbo import get_elbo
 from .fit import fit
 from .laplace import whitened_guide
 from .problem import _names
+from .psis import USABLE, psis
 
 #: guide names -> Pyro autoguides
 GUIDES = {
@@ -100,7 +101,8 @@ class GuideMethod:
         )
         seconds = time.perf_counter() - start
         site_samples, draws_note = _vi_draws(guide, problem.train, problem.sites, settings.num_vi_samples, problem.dim)
-        notes = [n for n in (start_note, particle_note, draws_note, stopping.note(result)) if n]
+        k_hat, psis_note = _k_hat(problem, guide)
+        notes = [n for n in (start_note, particle_note, draws_note, stopping.note(result), psis_note) if n]
         if problem.discrete:
             notes.append("discrete sites summed out by enumeration (elbo='enum')")
         method = _result(
@@ -111,6 +113,7 @@ class GuideMethod:
             final_loss=result.train_loss[-1],
             losses=result.losses,
             steps=result.num_steps,
+            k_hat=k_hat,
             notes=notes,
         )
         warning = stopping.warning(self.name)
@@ -230,6 +233,18 @@ def _vi_draws(guide, args, sites, num, dim, chunk=2000):
                 s: torch.stack([t.nodes[s]["value"] for t in traces]).reshape(n, *shape) for s, shape in sites.items()
             }
             return draws, f"the guide does not broadcast over a draws dimension: {n} draws taken one at a time"
+
+
+def _k_hat(problem, guide, num_samples=2000) -> tuple:
+    """PSIS's k-hat of a trained guide against the model, and a note when it is not computed
+    (discrete sites summed out) or is above 0.7."""
+    if problem.discrete:
+        return None, None
+    try:
+        result = psis(problem.model_fn, guide, *problem.train, num_samples=num_samples)
+    except (RuntimeError, ValueError) as error:
+        return None, f"no PSIS k-hat: {error}"
+    return result.k_hat, (result.verdict if result.k_hat >= USABLE else None)
 
 
 class _VIStopping:
