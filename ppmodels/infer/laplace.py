@@ -37,7 +37,7 @@ from pyro.infer.autoguide import AutoContinuous, AutoLaplaceApproximation
 from pyro.nn import PyroParam
 
 from . import initialization as init
-from .params import isolated_store
+from .params import isolated_store, stored_shape
 
 #: Newton steps after L-BFGS: each roughly doubles the digits of a mode that L-BFGS left at
 #: float32's tolerance (on posteriordb's kidiq, whose coefficients' sds differ 100-fold and
@@ -131,13 +131,12 @@ class WhitenedNormal(AutoContinuous):
         if center.shape != (self.latent_dim,):
             raise ValueError(f"the Laplace center has shape {tuple(center.shape)}, the guide {self.latent_dim} latents")
         self.register_buffer("center", center)
-        store = pyro.get_param_store()
         for name in ("m", "s", "tril"):  # Pyro would hand this guide another model's parameters
             key = f"{self._pyro_name}.{name}"
-            stale = store[key] if key in store else None
-            if stale is not None and stale.shape[-1] != self.latent_dim:
+            stale = stored_shape(key)
+            if stale is not None and stale[-1] != self.latent_dim:
                 raise ValueError(
-                    f"Pyro's parameter store holds {self._pyro_name}.{name} of shape {tuple(stale.shape)} from another "
+                    f"Pyro's parameter store holds {key} of shape {stale} from another "
                     f"model ({self.latent_dim} latents here): call pyro.clear_param_store() before building this guide"
                 )
         if self.diagonal:

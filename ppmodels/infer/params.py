@@ -171,4 +171,10 @@ def isolated_store():
         store.set_state(saved)
 
 
-__all__ = ["TrainedParameters", "isolated_store"]
+def stored_shape(name: str):
+    """The shape of the ``pyro.param`` named ``name`` in Pyro's store, or ``None``."""
+    store = pyro.get_param_store()
+    return tuple(store[name].shape) if name in store else None
+
+
+__all__ = ["TrainedParameters", "isolated_store", "stored_shape"]
