@@ -3,8 +3,12 @@ import os
 import matplotlib
 import pyro
 import pytest
+import torch
 
 matplotlib.use("Agg")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest -n N runs N worker processes: split the cores between them rather than oversubscribe
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
 os.environ.setdefault("PPMODELS_CACHE", os.path.join(os.path.dirname(__file__), ".cache-unused"))
 
 
