@@ -17,6 +17,8 @@ def test_train_vae_writes_metrics_checkpoint_and_figures(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(metrics["train_loss"]) == len(metrics["test_loss"]) == 2
     assert metrics["test_log_likelihood"] < 0 and metrics["test_elbo"] <= metrics["test_log_likelihood"] + 1
+    # 5 importance draws per datum are too few to fit a Pareto tail: the k-hat summary says so by None
+    assert metrics["test_psis"]["k_hat_draws"] == 5 and metrics["test_psis"]["k_hat_median"] is None
     for name in ["model.pt", "loss.png", "reconstructions.png", "samples.png", "latent_scatter.png", "latent_walk.png"]:
         assert (out / name).stat().st_size > 0, name
 

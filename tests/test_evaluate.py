@@ -154,3 +154,26 @@ def test_evaluation_is_seeded_and_leaves_the_global_rng_alone():
     assert torch.equal(a, log_likelihood(vae, x, num_samples=20, seed=3))
     with pytest.raises(ValueError, match=r"`num_samples` must be a positive int, but got 0"):
         log_likelihood(vae, x, num_samples=0)
+
+
+def test_per_datum_psis_of_the_exact_encoder_is_small_and_of_a_narrowed_one_large(ppca):
+    """The trained linear VAE's encoder is pPCA's exact posterior: every datum's k-hat is
+    small. Its sds shrunk to 0.3x, the guide misses posterior mass for most data."""
+    import copy
+
+    from ppmodels.infer import psis_per_datum
+
+    x, vae, _ = ppca
+    x = x[:200]
+    exact = psis_per_datum(vae, x, num_samples=400, seed=0)
+    assert exact.k_hat.shape == (200,) and float(exact.k_hat.median()) < 0.5
+    assert exact.summary()["k_hat_above_0.7"] < 0.03
+    # the same draws give log_likelihood's importance-weighted estimate
+    torch.testing.assert_close(exact.log_likelihood, log_likelihood(vae, x, num_samples=400, seed=0))
+    narrow = copy.deepcopy(vae)
+    with torch.no_grad():
+        sd = nn.functional.softplus(narrow.encoder.raw) * 0.3
+        narrow.encoder.raw.copy_(sd.expm1().log())
+    shrunk = psis_per_datum(narrow, x, num_samples=400, seed=0).summary()
+    assert shrunk["k_hat_median"] > 0.7 and shrunk["k_hat_above_0.7"] > 0.5  # measured 0.79 and 0.70
+    assert psis_per_datum(vae, x[:3], num_samples=10).summary()["k_hat_median"] is None  # too few draws for a tail

@@ -1,8 +1,8 @@
 """The ``ppmodels`` command: ``demo``, ``train vae|cvae|bnn|np|ssvae``, ``sample``, ``compare``,
-``compare-elbo``.
+``compare-elbo``, ``sbc``.
 
 One module per subcommand family (``images``: vae, cvae and the demo; ``bnn``; ``np``;
-``ssvae``; ``compare``: compare and compare-elbo; ``sample``); the options they share are in
+``ssvae``; ``compare``: compare and compare-elbo; ``sbc``; ``sample``); the options they share are in
 ``_options`` and the run folder, resume, device and error handling in ``_run``. Building the
 parser imports nothing heavy: torch, Pyro and matplotlib load when a subcommand runs.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import _threads, bnn, compare, images, neural_process, sample, ssvae
+from . import _threads, bnn, compare, images, neural_process, sample, sbc, ssvae
 from ._options import Formatter
 from ._run import CommandError
 
@@ -39,6 +39,7 @@ def build_parser(explicit: bool = False):
     ssvae.add_model_parser(models, explicit)
     sample.add_parser(sub, explicit)
     compare.add_parsers(sub, explicit)
+    sbc.add_parser(sub, explicit)
     return parser
 
 

@@ -137,13 +137,17 @@ class ImageCommand(TrainCommand):
         a, data = self.args, self.data
         test = (data.test_x, data.test_y) if self.labelled else (data.test_x,)
         test_elbo = infer.elbo(self.pair, test, seed=a.seed, device=device)
-        test_ll = infer.log_likelihood(self.pair, test, num_samples=a.eval_samples, seed=a.seed, device=device)
+        # the importance-weighted log-likelihood and, from the same draws, PSIS's k-hat per test datum
+        weighed = infer.psis_per_datum(self.pair, test, num_samples=a.eval_samples, seed=a.seed, device=device)
+        test_ll = weighed.log_likelihood
         return {
             "test_elbo": float(test_elbo.mean()),
             "test_log_likelihood": float(test_ll.mean()),
             "test_log_likelihood_stderr": float(test_ll.std() / len(test_ll) ** 0.5),
             "eval_samples": a.eval_samples,
-            "units": "nats per sample (losses are negative ELBOs)",
+            "test_psis": weighed.summary(),
+            "units": "nats per sample (losses are negative ELBOs); test_psis: PSIS k-hat of the encoder per test "
+            "datum (below 0.7: its importance-weighted estimate is reliable)",
         }
 
     def metadata(self):

@@ -17,11 +17,12 @@ from .convergence import StopOnConvergence
 from .discrete import infer_discrete
 from .elbo import ELBO_NAMES, ESTIMATORS, EnumELBO, Objective, get_elbo
 from .errors import NonFiniteLossError
-from .evaluate import elbo, log_likelihood, log_weights
+from .evaluate import elbo, log_likelihood, log_weights, psis_per_datum
 from .fit import fit
 from .laplace import laplace_guide
+from .loo import LOOResult, pointwise, psis_loo
 from .optim import make_optimizer
-from .psis import PSISResult, pareto_smooth, psis
+from .psis import PerDatumPSIS, PSISResult, pareto_smooth, psis
 from .result import FitResult
 
 __all__ = [
@@ -37,9 +38,11 @@ __all__ = [
     "GUIDES",
     "KERNELS",
     "KwargSchedule",
+    "LOOResult",
     "NonFiniteLossError",
     "Objective",
     "PSISResult",
+    "PerDatumPSIS",
     "ProjectParams",
     "StopOnConvergence",
     "TensorBoard",
@@ -58,6 +61,9 @@ __all__ = [
     "log_weights",
     "make_optimizer",
     "pareto_smooth",
+    "pointwise",
     "psis",
+    "psis_loo",
+    "psis_per_datum",
     "save",
 ]

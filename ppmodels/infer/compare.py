@@ -15,9 +15,8 @@ a parameter store of their own.
 
 from __future__ import annotations
 
-from .._validate import check_choice, check_nonnegative_int, check_positive_int
 from .comparison import Comparison, MethodResult
-from .methods import GUIDES, KERNELS, GuideMethod, KernelMethod, Settings
+from .methods import GUIDES, KERNELS, KernelMethod, Settings, method_of
 from .params import isolated_store
 from .problem import Problem, _model_fn, latent_sites, mean_functions
 
@@ -105,40 +104,7 @@ def compare(
         )
     if test is not None and not isinstance(test, tuple):
         raise TypeError(f"`test` must be a tuple of the model's arguments, e.g. (x, y), but got {type(test).__name__}")
-    num_samples = check_positive_int(num_samples, "num_samples")
-    warmup_steps = check_nonnegative_int(warmup_steps, "warmup_steps")
-    num_chains = check_positive_int(num_chains, "num_chains")
-    vi_epochs = check_positive_int(vi_epochs, "vi_epochs")
-    num_vi_samples = check_positive_int(num_vi_samples, "num_vi_samples")
-    if num_particles is not None:
-        check_positive_int(num_particles, "num_particles")
-    check_choice(vi_start, "vi_start", ["laplace", "prior"])
-    check_choice(vi_stop, "vi_stop", ["converged", "steps"])
-    guides = list(guides)
-    mcmc = list(mcmc)
-    for kernel in mcmc:
-        if kernel not in KERNELS:
-            raise ValueError(f"unknown MCMC kernel {kernel!r}; valid names are {sorted(KERNELS)}")
-    methods = []
-    for g in guides:
-        if isinstance(g, str):
-            if g not in GUIDES:
-                raise ValueError(f"unknown guide {g!r}; valid names are {sorted(GUIDES)} (or pass your own guide)")
-            methods.append(GuideMethod(g))
-        elif isinstance(g, tuple) and len(g) == 2 and isinstance(g[0], str) and callable(g[1]):
-            methods.append(GuideMethod(*g))
-        elif callable(g):
-            methods.append(GuideMethod(getattr(g, "__name__", type(g).__name__), g))
-        else:
-            raise TypeError(
-                f"`guides` entries must be names in {sorted(GUIDES)}, callables or (name, guide) pairs, "
-                f"but got {type(g).__name__}"
-            )
-    methods += [KernelMethod(kernel) for kernel in mcmc]
-    if not methods:
-        raise ValueError("nothing to compare: give at least one guide or one MCMC kernel")
-
-    settings = Settings(
+    settings = Settings.checked(
         seed=seed,
         progress=progress,
         vi_epochs=vi_epochs,
@@ -152,6 +118,22 @@ def compare(
         vi_start=vi_start,
         vi_stop=vi_stop,
     )
+    mcmc = list(mcmc)
+    for kernel in mcmc:
+        if kernel not in KERNELS:
+            raise ValueError(f"unknown MCMC kernel {kernel!r}; valid names are {sorted(KERNELS)}")
+    for g in guides:
+        if isinstance(g, str) and g not in GUIDES:
+            raise ValueError(f"unknown guide {g!r}; valid names are {sorted(GUIDES)} (or pass your own guide)")
+        if not (isinstance(g, (str, tuple)) or callable(g)):
+            raise TypeError(
+                f"`guides` entries must be names in {sorted(GUIDES)}, callables or (name, guide) pairs, "
+                f"but got {type(g).__name__}"
+            )
+    methods = [method_of(g) for g in guides] + [KernelMethod(kernel) for kernel in mcmc]
+    if not methods:
+        raise ValueError("nothing to compare: give at least one guide or one MCMC kernel")
+
     with isolated_store():
         problem = Problem.inspect(model, train, exact, particles=num_particles or 8)
         if mcmc and len(problem.names) > max_latents:
@@ -177,6 +159,7 @@ def compare(
         warnings=report_warnings,
         posterior=getattr(model, "reference", None),
         to_posterior=getattr(model, "stan_draws", None),
+        problem=problem,
     )
     comparison.warnings += comparison.disagreements()
     return comparison

@@ -25,6 +25,8 @@ class MethodResult:
     losses: list = field(default_factory=list)  # VI: the loss of every step
     steps: int | None = None  # VI: the SVI steps taken
     k_hat: float | None = None  # VI: PSIS's Pareto k of the guide against the model (ppmodels.infer.psis)
+    psis_moments: dict = field(default_factory=dict)  # VI: latent -> PSIS-corrected (mean, sd)
+    loo: object = None  # PSIS-LOO of the training data (ppmodels.infer.loo.LOOResult)
     discrete: dict = field(default_factory=dict)  # discrete site -> posterior marginal probabilities (..., K)
     notes: list = field(default_factory=list)  # how the method was run, where it differs from the defaults
     mcmc: object = None  # the pyro.infer.MCMC object (MCMC methods), for ArviZ
@@ -43,6 +45,7 @@ class Comparison:
     warnings: list = field(default_factory=list)  # reasons to distrust a method's answer
     posterior: object = None  # a published reference posterior (ppmodels.posteriordb.Reference)
     to_posterior: object = None  # a method's site draws -> the reference's parameters
+    problem: object = None  # the model and its data (ppmodels.infer.problem.Problem), for ArviZ's groups
 
     def posterior_rows(self) -> list:
         """One row per (reference parameter, method): the method's mean and sd against the
@@ -134,6 +137,8 @@ class Comparison:
                         mean_error=row["mean"] - ex["mean"],
                         sd_ratio=row["sd"] / ex["sd"],
                     )
+                if latent in m.psis_moments:
+                    row["psis_mean"], row["psis_sd"] = m.psis_moments[latent]
                 if ref is not None and m is not ref:
                     row["w1_to_reference"] = float(wasserstein_distance(values.numpy(), ref.samples[latent].numpy()))
                 if m.diagnostics:
@@ -156,6 +161,8 @@ class Comparison:
                 "k_hat": m.k_hat,
                 "predictive_log_likelihood": m.predictive_log_likelihood,
             }
+            if m.loo is not None:
+                row.update(elpd_loo=m.loo.elpd, elpd_loo_se=m.loo.se, p_loo=m.loo.p_loo, loo_bad_k=m.loo.bad)
             if self.exact:
                 row["mean_abs_mean_error"] = sum(abs(r["mean_error"]) for r in mine) / len(mine)
                 row["mean_sd_ratio"] = sum(r["sd_ratio"] for r in mine) / len(mine)
@@ -196,24 +203,48 @@ class Comparison:
                 rows.append(row)
         return rows
 
-    def to_arviz(self) -> dict:
-        """``{method name: arviz.InferenceData}``: MCMC through ArviZ's Pyro converter (with its
-        sample statistics), VI draws as a one-chain posterior group. Needs ArviZ
-        (``pip install "ppmodels[arviz]"``)."""
+    def to_arviz(self, max_vi_draws: int = 4000) -> dict:
+        """``{method name: arviz.InferenceData}``: the draws as the ``posterior`` group (MCMC's
+        by chain, with its ``sample_stats``; VI's as one chain of at most ``max_vi_draws``
+        evenly spaced draws), and, for models whose data are observed ``pyro.sample`` sites
+        (no discrete latents), ``log_likelihood`` (each observation under each draw),
+        ``posterior_predictive`` (data replicated with each draw) and ``observed_data``, so
+        ``az.loo``, ``az.compare`` and ``az.plot_ppc`` work on them. ArviZ's LOO of VI draws
+        takes them as posterior draws; the ``elpd_loo`` of :meth:`summary` weighs them by
+        ``p / q`` instead. Needs ArviZ (``pip install "ppmodels[arviz]"``)."""
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)  # ArviZ announces its refactor on import
                 import arviz as az
         except ImportError as exc:
             raise ImportError('to_arviz() needs ArviZ: pip install arviz (or pip install "ppmodels[arviz]")') from exc
+        from .loo import pointwise
+
         out = {}
         for m in self.methods:
+            draws = m.site_samples
+            if m.mcmc is None:
+                step = max(1, -(-next(iter(draws.values())).shape[0] // max_vi_draws))
+                draws = {k: v[::step] for k, v in draws.items()}
+            groups = {}
+            if self.problem is not None and not self.discrete:
+                try:
+                    found = pointwise(self.problem.model_fn, draws, *self.problem.train)
+                except ValueError:  # no observed sample site: the posterior only
+                    found = None
+                if found is not None:
+                    groups = {
+                        "log_likelihood": _by_chain(found.log_likelihood, m.mcmc),
+                        "posterior_predictive": _by_chain(found.predictive, m.mcmc),
+                        "observed_data": {k: v.detach().cpu().numpy() for k, v in found.observed.items()},
+                    }
             if m.mcmc is not None:
-                out[m.name] = az.from_pyro(m.mcmc, log_likelihood=False)
+                data = az.from_pyro(m.mcmc, log_likelihood=False)
+                if groups:
+                    data.extend(az.from_dict(**groups))
             else:
-                out[m.name] = az.from_dict(
-                    posterior={k: v.detach().cpu().numpy()[None] for k, v in m.site_samples.items()}
-                )
+                data = az.from_dict(posterior=_by_chain(draws, None), **groups)
+            out[m.name] = data
         return out
 
     def to_dict(self) -> dict:
@@ -225,6 +256,7 @@ class Comparison:
             "discrete_rows": self.discrete_rows(),
             "posterior": self.posterior.name if self.posterior is not None else None,
             "posterior_rows": self.posterior_rows(),
+            "loo_k_hat": {m.name: m.loo.k_hat.tolist() for m in self.methods if m.loo is not None},
             "notes": {m.name: m.notes for m in self.methods if m.notes},
             "warnings": self.warnings,
         }
@@ -249,6 +281,10 @@ class Comparison:
                 "steps",
                 "k_hat",
                 "predictive_log_likelihood",
+                "elpd_loo",
+                "elpd_loo_se",
+                "p_loo",
+                "loo_bad_k",
                 "mean_abs_mean_error",
                 "mean_sd_ratio",
                 "mean_w1_to_reference",
@@ -276,6 +312,8 @@ class Comparison:
                 "exact_mean",
                 "exact_sd",
                 "sd_ratio",
+                "psis_mean",
+                "psis_sd",
                 "w1_to_reference",
                 "r_hat",
                 "ess",
@@ -302,6 +340,13 @@ class Comparison:
         if self.warnings:
             lines += ["", "Warnings:", *[f"- {w}" for w in self.warnings]]
         return "\n".join(lines) + "\n"
+
+
+def _by_chain(values: dict, mcmc) -> dict:
+    """``{name: (chains, draws, ...)}`` numpy arrays: MCMC's draws are its chains one after
+    another; VI's are one chain."""
+    chains = mcmc.num_chains if mcmc is not None else 1
+    return {k: v.detach().cpu().numpy().reshape(chains, -1, *v.shape[1:]) for k, v in values.items()}
 
 
 __all__ = ["Comparison", "MethodResult"]

@@ -8,6 +8,7 @@ warnings its own diagnostics raise. A new kind of method is a new class with the
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import torch
 from pyro import poutine
 from pyro.infer import HMC, MCMC, NUTS, config_enumerate
 
+from .._validate import check_choice, check_nonnegative_int, check_positive_int
 from . import initialization as init
 from .callbacks import Callback
 from .comparison import MethodResult
@@ -25,6 +27,7 @@ from .convergence import GradientWindow, StopOnConvergence
 from .elbo import get_elbo
 from .fit import fit
 from .laplace import whitened_guide
+from .loo import pointwise, psis_loo, relative_efficiency
 from .problem import _names
 from .psis import USABLE, psis
 
@@ -63,6 +66,26 @@ class Settings:
     kernel_options: dict | None = None
     vi_start: str = "laplace"
     vi_stop: str = "converged"
+    diagnostics: bool = True  # PSIS k-hat (VI) and PSIS-LOO after each method
+
+    @classmethod
+    def checked(cls, **options) -> Settings:
+        """Settings from keywords, each checked (a clear error naming it)."""
+        unknown = sorted(set(options) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise TypeError(f"unknown settings {unknown}; the settings are {sorted(cls.__dataclass_fields__)}")
+        for name in ("num_samples", "num_chains", "vi_epochs", "num_vi_samples"):
+            if name in options:
+                check_positive_int(options[name], name)
+        if "warmup_steps" in options:
+            check_nonnegative_int(options["warmup_steps"], "warmup_steps")
+        if options.get("num_particles") is not None:
+            check_positive_int(options["num_particles"], "num_particles")
+        if "vi_start" in options:
+            check_choice(options["vi_start"], "vi_start", ["laplace", "prior"])
+        if "vi_stop" in options:
+            check_choice(options["vi_stop"], "vi_stop", ["converged", "steps"])
+        return cls(**options)
 
 
 class GuideMethod:
@@ -74,6 +97,13 @@ class GuideMethod:
 
     def __init__(self, name, guide=None):
         self.name, self.guide = name, guide
+
+    def fresh(self) -> GuideMethod:
+        """The method with an untrained copy of its guide (a guide that is a module holds its
+        parameters; a ``pyro.param`` guide's live in the store each run isolates)."""
+        if isinstance(self.guide, torch.nn.Module):
+            return GuideMethod(self.name, copy.deepcopy(self.guide))
+        return self
 
     def run(self, problem, settings: Settings) -> tuple:
         pyro.set_rng_seed(settings.seed)
@@ -101,8 +131,14 @@ class GuideMethod:
         )
         seconds = time.perf_counter() - start
         site_samples, draws_note = _vi_draws(guide, problem.train, problem.sites, settings.num_vi_samples, problem.dim)
-        k_hat, psis_note = _k_hat(problem, guide)
-        notes = [n for n in (start_note, particle_note, draws_note, stopping.note(result), psis_note) if n]
+        weighed = loo = psis_note = loo_note = None
+        if settings.diagnostics:
+            weighed, psis_note = _psis(problem, guide)
+        if weighed is not None:  # LOO of the posterior: the guide's draws with their importance weights
+            loo, loo_note = _loo(problem, weighed.draws, weighed.raw_log_weights)
+        elif settings.diagnostics:
+            loo, loo_note = _loo(problem, site_samples, None, why="the guide's draws taken as the posterior's: ")
+        notes = [n for n in (start_note, particle_note, draws_note, stopping.note(result), psis_note, loo_note) if n]
         if problem.discrete:
             notes.append("discrete sites summed out by enumeration (elbo='enum')")
         method = _result(
@@ -113,7 +149,9 @@ class GuideMethod:
             final_loss=result.train_loss[-1],
             losses=result.losses,
             steps=result.num_steps,
-            k_hat=k_hat,
+            k_hat=weighed.k_hat if weighed is not None else None,
+            psis_moments=problem.flatten_moments(weighed.moments) if weighed is not None else {},
+            loo=loo,
             notes=notes,
         )
         warning = stopping.warning(self.name)
@@ -155,6 +193,9 @@ class KernelMethod:
     def __init__(self, name):
         self.name = name
 
+    def fresh(self) -> KernelMethod:
+        return self
+
     def run(self, problem, settings: Settings) -> tuple:
         pyro.set_rng_seed(settings.seed)
         options = dict(settings.kernel_options or {})
@@ -183,16 +224,80 @@ class KernelMethod:
             for j, latent in enumerate(_names({s: shape})):
                 diagnostics[latent] = {"ess": float(ess[j]), "r_hat": float(r_hat[j])}
         divergences = sum(len(v) for v in (raw.get("divergences") or {}).values())
+        loo, loo_note = (
+            _loo(problem, site_samples, None, chains=settings.num_chains) if settings.diagnostics else (None, None)
+        )
+        notes = [f"discrete sites enumerated (max_plate_nesting={problem.plates})"] if problem.discrete else []
         method = _result(
             self,
             problem,
             site_samples,
             seconds,
             diagnostics=diagnostics,
-            notes=[f"discrete sites enumerated (max_plate_nesting={problem.plates})"] if problem.discrete else [],
+            loo=loo,
+            notes=notes + ([loo_note] if loo_note else []),
             mcmc=sampler,
         )
         return method, _mcmc_warnings(self.name, diagnostics, divergences)
+
+
+class DrawsMethod:
+    """Any inference of the user's as a method: ``draws(model, args)`` returns posterior draws
+    ``{latent site: (S, *shape)}`` (e.g. the exact posterior of a conjugate model, or another
+    library's sampler)."""
+
+    kind = "draws"
+
+    def __init__(self, name, draws):
+        if not callable(draws):
+            raise TypeError(
+                f"`draws` must be a callable (model, args) -> {{site: draws}}, but got {type(draws).__name__}"
+            )
+        self.name, self.draws = name, draws
+
+    def fresh(self) -> DrawsMethod:
+        return self
+
+    def run(self, problem, settings: Settings) -> tuple:
+        pyro.set_rng_seed(settings.seed)
+        start = time.perf_counter()
+        site_samples = self.draws(problem.model_fn, problem.train)
+        seconds = time.perf_counter() - start
+        missing = [s for s in problem.sites if s not in site_samples]
+        if not isinstance(site_samples, dict) or missing:
+            raise ValueError(
+                f"method {self.name!r} must return {{latent site: (S, *shape) draws}} for every latent site; it misses "
+                f"{missing or 'all (not a dict)'}"
+            )
+        sizes = {k: v.shape[0] for k, v in site_samples.items() if k in problem.sites}
+        site_samples = {s: site_samples[s].reshape(sizes[s], *shape) for s, shape in problem.sites.items()}
+        return _result(self, problem, site_samples, seconds), []
+
+
+def method_of(spec):
+    """A compare method from how a user names it: a guide name (:data:`GUIDES`), a kernel
+    name (:data:`KERNELS`), a guide (a callable, named by its ``__name__``), a ``(name,
+    guide)`` pair, or a method object (:class:`GuideMethod`, :class:`KernelMethod`,
+    :class:`DrawsMethod`)."""
+    if isinstance(spec, str):
+        if spec in GUIDES:
+            return GuideMethod(spec)
+        if spec in KERNELS:
+            return KernelMethod(spec)
+        raise ValueError(
+            f"unknown method {spec!r}; valid names are guides {sorted(GUIDES)} and MCMC kernels {sorted(KERNELS)} "
+            "(or pass your own guide)"
+        )
+    if isinstance(spec, (GuideMethod, KernelMethod, DrawsMethod)):
+        return spec
+    if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str) and callable(spec[1]):
+        return GuideMethod(*spec)
+    if callable(spec):
+        return GuideMethod(getattr(spec, "__name__", type(spec).__name__), spec)
+    raise TypeError(
+        f"a method must be a name in {sorted(GUIDES) + sorted(KERNELS)}, a guide (a callable), a (name, guide) pair or "
+        f"a DrawsMethod, but got {type(spec).__name__}"
+    )
 
 
 def _result(method, problem, site_samples, seconds, **details) -> MethodResult:
@@ -235,16 +340,39 @@ def _vi_draws(guide, args, sites, num, dim, chunk=2000):
             return draws, f"the guide does not broadcast over a draws dimension: {n} draws taken one at a time"
 
 
-def _k_hat(problem, guide, num_samples=2000) -> tuple:
-    """PSIS's k-hat of a trained guide against the model, and a note when it is not computed
-    (discrete sites summed out) or is above 0.7."""
+def _psis(problem, guide, num_samples=2000) -> tuple:
+    """PSIS of a trained guide against the model (:func:`~ppmodels.infer.psis.psis`), and a
+    note when it is not computed (discrete sites summed out) or k-hat is above 0.7."""
     if problem.discrete:
         return None, None
     try:
         result = psis(problem.model_fn, guide, *problem.train, num_samples=num_samples)
     except (RuntimeError, ValueError) as error:
         return None, f"no PSIS k-hat: {error}"
-    return result.k_hat, (result.verdict if result.k_hat >= USABLE else None)
+    return result, (result.verdict if result.k_hat >= USABLE else None)
+
+
+def _loo(problem, draws, log_weights, chains=1, why="", max_draws=2000) -> tuple:
+    """PSIS-LOO of the draws (:mod:`ppmodels.infer.loo`; ``log_weights`` for draws that are
+    not the posterior's), and a note when it is not computed or some observations' k-hat are
+    above 0.7."""
+    if problem.discrete:
+        return None, None  # the pointwise likelihood needs the discrete sites summed out
+    try:
+        if log_weights is None:
+            step = max(1, -(-next(iter(draws.values())).shape[0] // max_draws))
+            draws = {name: v[::step] for name, v in draws.items()}
+        ll = pointwise(problem.model_fn, draws, *problem.train).flat()
+        reff = relative_efficiency(ll, chains) if log_weights is None else 1.0
+        result = psis_loo(ll, log_weights, reff)
+    except (RuntimeError, ValueError) as error:
+        return None, f"no PSIS-LOO: {error}"
+    note = None if not result.bad else f"PSIS-LOO: {result.verdict}"
+    if why and note is None:
+        note = f"PSIS-LOO from {why.rstrip(': ')}"
+    elif why:
+        note = f"PSIS-LOO from {why}{result.verdict}"
+    return result, note
 
 
 class _VIStopping:
@@ -310,4 +438,4 @@ def _mcmc_warnings(name, diagnostics, divergences):
     return out
 
 
-__all__ = ["GUIDES", "KERNELS", "GuideMethod", "KernelMethod", "Settings"]
+__all__ = ["GUIDES", "KERNELS", "DrawsMethod", "GuideMethod", "KernelMethod", "Settings", "method_of"]

@@ -85,6 +85,12 @@ class Problem:
         """latent name -> (S,) draws."""
         return _flatten(site_samples, self.sites, self.names)
 
+    def flatten_moments(self, moments) -> dict:
+        """``{site: (mean, sd)}`` elementwise -> ``{latent name: (mean, sd)}``."""
+        means = torch.cat([moments[s][0].reshape(-1) for s in self.sites])
+        sds = torch.cat([moments[s][1].reshape(-1) for s in self.sites])
+        return {name: (float(means[i]), float(sds[i])) for i, name in enumerate(self.names)}
+
     def discrete_marginals(self, site_samples) -> dict:
         return _discrete_marginals(self.model_fn, site_samples, self.train, self.discrete, self.plates)
 

@@ -102,6 +102,7 @@ class PSISResult:
     :ivar ess: their effective sample size.
     :ivar draws: the guide's draws ``{site: (S, *shape)}``.
     :ivar moments: PSIS-corrected ``{site: (mean, sd)}`` (elementwise).
+    :ivar raw_log_weights: the draws' unsmoothed ``log p(x, z) - log q(z)``, ``(S,)``.
     """
 
     k_hat: float
@@ -109,6 +110,7 @@ class PSISResult:
     ess: float
     draws: dict
     moments: dict
+    raw_log_weights: torch.Tensor | None = None
 
     @property
     def verdict(self) -> str:
@@ -120,6 +122,42 @@ class PSISResult:
             f"k-hat {self.k_hat:.2f} >= {USABLE}: the guide misses posterior mass (too narrow or the wrong shape); "
             "neither it nor its reweighting is reliable"
         )
+
+
+@dataclass
+class PerDatumPSIS:
+    """PSIS of an amortised guide per datum (:func:`~ppmodels.infer.evaluate.psis_per_datum`).
+
+    :ivar k_hat: ``(N,)`` each datum's Pareto k.
+    :ivar log_likelihood: ``(N,)`` each datum's importance-weighted log-likelihood estimate.
+    :ivar num_samples: the draws per datum.
+    """
+
+    k_hat: torch.Tensor
+    log_likelihood: torch.Tensor
+    num_samples: int
+
+    def summary(self) -> dict:
+        """The k-hats' median, 90th percentile and maximum, and the fractions of data at or
+        above 0.5 and 0.7 (``None`` where too few draws gave no k)."""
+        k = self.k_hat.double()
+        if not bool(torch.isfinite(k).all()):
+            return {
+                "k_hat_median": None,
+                "k_hat_p90": None,
+                "k_hat_max": None,
+                "k_hat_above_0.5": None,
+                "k_hat_above_0.7": None,
+                "k_hat_draws": self.num_samples,
+            }
+        return {
+            "k_hat_median": float(k.median()),
+            "k_hat_p90": float(k.quantile(0.9)),
+            "k_hat_max": float(k.max()),
+            "k_hat_above_0.5": float((k >= GOOD).double().mean()),
+            "k_hat_above_0.7": float((k >= USABLE).double().mean()),
+            "k_hat_draws": self.num_samples,
+        }
 
 
 def weighted_moments(draws: dict, log_weights: torch.Tensor) -> dict:
@@ -199,8 +237,17 @@ def psis(model, guide, *args, num_samples: int = 1000, chunk: int = 1000, **kwar
     smoothed, k_hat = pareto_smooth(raw)
     draws = {name: torch.cat(values) for name, values in draws.items()}
     return PSISResult(
-        float(k_hat), smoothed, float(effective_sample_size(smoothed)), draws, weighted_moments(draws, smoothed)
+        float(k_hat), smoothed, float(effective_sample_size(smoothed)), draws, weighted_moments(draws, smoothed), raw
     )
 
 
-__all__ = ["GOOD", "USABLE", "PSISResult", "effective_sample_size", "pareto_smooth", "psis", "weighted_moments"]
+__all__ = [
+    "GOOD",
+    "USABLE",
+    "PSISResult",
+    "PerDatumPSIS",
+    "effective_sample_size",
+    "pareto_smooth",
+    "psis",
+    "weighted_moments",
+]

@@ -209,6 +209,44 @@ def posteriordb_benchmark(results, title="VI and MCMC against posteriordb's refe
     return fig
 
 
+def sbc_ranks(result, max_parameters=8, title=None):
+    """Simulation-based calibration (:func:`ppmodels.infer.sbc.sbc`): per parameter, the rank
+    histogram with the 99% range of a bin's count under uniform ranks (Talts et al. 2018)
+    and the ECDF of the fractional ranks minus the uniform CDF, with the simultaneous 95%
+    band (Säilynoja et al. 2022). Out of the band means not calibrated; a U shape: too
+    narrow; a hump: too wide; a slope: biased."""
+    from scipy.stats import binom
+
+    from ..infer.sbc import ecdf_band
+
+    names = list(result.ranks)[:max_parameters]
+    n, values = result.num_simulations, result.num_draws + 1
+    bins = result.bins()
+    p_values = result.p_values()
+    z, lower, upper = ecdf_band(n)
+    fig, axes = plt.subplots(2, len(names), figsize=(2.6 * len(names) + 0.6, 5.2), squeeze=False)
+    for j, name in enumerate(names):
+        ranks = _np(result.ranks[name])
+        ax = axes[0, j]
+        ax.hist(ranks, bins=np.linspace(0, values, bins + 1), color="tab:blue", alpha=0.75)
+        lo, hi = binom.ppf([0.005, 0.995], n, 1 / bins)
+        ax.axhspan(lo, hi, color="grey", alpha=0.25, lw=0)
+        ax.set_title(f"{name}\np = {p_values[name]:.2g}", fontsize=9)
+        ax.set_xlabel("rank")
+        ax = axes[1, j]
+        fraction = np.sort((ranks + 0.5) / values)
+        ax.fill_between(z, lower, upper, color="grey", alpha=0.25, lw=0, label="95% simultaneous band")
+        ax.plot(z, np.searchsorted(fraction, z, side="right") / n - z, color="tab:blue")
+        ax.axhline(0, color="black", lw=0.5)
+        ax.set_xlabel("fractional rank")
+    axes[0, 0].set_ylabel("simulations")
+    axes[1, 0].set_ylabel("ECDF - uniform")
+    axes[1, 0].legend(fontsize=7, loc="lower left")
+    fig.suptitle(title or f"SBC of {result.method}: {n} simulations, ranks among {result.num_draws} draws", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def discrete_marginals(comparison, title="posterior of the discrete sites"):
     """For each discrete site of a :class:`~ppmodels.infer.Comparison`, the posterior
     probability of each value at every element (e.g. each datum's assignment) under every

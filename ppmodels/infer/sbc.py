@@ -1,0 +1,385 @@
+"""Simulation-based calibration (Talts, Betancourt, Simpson, Vehtari, Gelman 2018) and its
+variational form VSBC (Yao, Vehtari, Simpson, Gelman 2018): does an inference method return
+the posterior, averaged over data the model itself makes?
+
+Each simulation draws parameters ``theta*`` from the prior and data from the model given
+them (observed ``pyro.sample`` sites drawn instead of observed, ``poutine.uncondition``),
+runs the method on the model conditioned on those data, and records the rank of each
+``theta*`` among ``num_draws`` of the method's posterior draws. For a method that returns
+the posterior the ranks are uniform on ``0..num_draws``; too narrow a posterior piles them at
+both ends, a biased one at one end.
+
+Uniformity is tested per parameter by a chi-square test on the binned ranks (its p-value)
+and shown by the ECDF of the ranks minus the uniform one, with a simultaneous band
+(Säilynoja, Bürkner, Vehtari 2022; the band's level adjusted by simulating uniform ECDFs).
+VSBC tests that the fraction of draws below ``theta*`` is symmetric about 1/2 (a two-sample
+Kolmogorov-Smirnov test of ``p`` against ``1 - p``), which a biased guide fails.
+
+Simulations are written one JSON line each to ``out`` as they finish, so a rerun with the
+same settings continues where the last stopped; ``workers`` processes run them in
+parallel (the model and method must then be picklable: functions defined at a module's top
+level).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.poutine.util import prune_subsample_sites
+
+from .._validate import check_positive_int
+
+#: the significance level of the uniformity tests and the ECDF band
+ALPHA = 0.05
+
+
+@dataclass
+class SBCResult:
+    """The rank of each true parameter among the method's draws, per simulation.
+
+    :ivar ranks: ``{latent name: (N,) ints in 0..num_draws}``.
+    :ivar fractions: ``{latent name: (N,)}`` the fraction of draws below the true value (VSBC's ``p``).
+    :ivar num_draws: the posterior draws each rank is among.
+    :ivar method: the method's name.
+    :ivar warnings: each simulation's diagnostics that failed (e.g. MCMC's r-hat).
+    """
+
+    ranks: dict
+    fractions: dict
+    num_draws: int
+    method: str
+    seconds: float = 0.0
+    warnings: list = field(default_factory=list)
+
+    @property
+    def num_simulations(self) -> int:
+        return len(next(iter(self.ranks.values()))) if self.ranks else 0
+
+    def bins(self) -> int:
+        """The chi-square test's bins: equal-width groups of rank values, at least 5 expected
+        ranks in each."""
+        values = self.num_draws + 1
+        most = max(1, min(20, self.num_simulations // 5))
+        return max(b for b in range(1, most + 1) if values % b == 0)
+
+    def p_values(self) -> dict:
+        """``{latent name: p-value}`` of the chi-square test that its ranks are uniform."""
+        from scipy.stats import chisquare
+
+        b = self.bins()
+        out = {}
+        for name, r in self.ranks.items():
+            counts = torch.bincount(torch.as_tensor(r) * b // (self.num_draws + 1), minlength=b)
+            out[name] = float(chisquare(counts.numpy()).pvalue) if b > 1 else 1.0
+        return out
+
+    def vsbc_p_values(self) -> dict:
+        """``{latent name: p-value}`` of VSBC's symmetry test: ``p`` against ``1 - p``."""
+        from scipy.stats import ks_2samp
+
+        with warnings.catch_warnings():  # ties (p = 1 - p) make scipy fall back to the asymptotic p-value, saying so
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return {
+                name: float(ks_2samp(p.numpy(), 1 - p.numpy()).pvalue) if p.numel() > 1 else 1.0
+                for name, p in self.fractions.items()
+            }
+
+    def failing(self, alpha: float = ALPHA) -> list:
+        """The parameters whose ranks are not uniform at level ``alpha``, Bonferroni-corrected
+        over the parameters, worst first."""
+        p = self.p_values()
+        level = alpha / max(1, len(p))
+        return sorted((name for name, v in p.items() if v < level), key=p.get)
+
+    @property
+    def verdict(self) -> str:
+        bad = self.failing()
+        n = self.num_simulations
+        if self.bins() < 2:
+            return f"{self.method}: {n} simulations are too few to test the ranks' uniformity (at least 10 are needed)"
+        if not bad:
+            return (
+                f"{self.method}: the ranks of every parameter are consistent with uniform over {n} simulations "
+                f"(chi-square, level {ALPHA} Bonferroni-corrected): calibrated as far as {n} simulations can tell"
+            )
+        p = self.p_values()
+        worst = ", ".join(f"{name} (p = {p[name]:.2g})" for name in bad[:5])
+        return (
+            f"{self.method}: not calibrated: the ranks of {len(bad)} of {len(p)} parameters are not uniform over "
+            f"{n} simulations: {worst}{', ...' if len(bad) > 5 else ''}"
+        )
+
+    def rows(self) -> list:
+        p, v = self.p_values(), self.vsbc_p_values()
+        return [
+            {
+                "parameter": name,
+                "p_value": p[name],
+                "vsbc_p_value": v[name],
+                "mean_fraction_below": float(self.fractions[name].mean()),
+            }
+            for name in self.ranks
+        ]
+
+    def to_dict(self) -> dict:
+        return {
+            "method": self.method,
+            "num_simulations": self.num_simulations,
+            "num_draws": self.num_draws,
+            "seconds": self.seconds,
+            "failing": self.failing(),
+            "verdict": self.verdict,
+            "parameters": self.rows(),
+            "warnings": self.warnings,
+        }
+
+    def to_markdown(self) -> str:
+        lines = [
+            f"SBC of {self.method}: {self.num_simulations} simulations, ranks among {self.num_draws} draws",
+            "",
+            "| parameter | p_value | vsbc_p_value | mean_fraction_below |",
+            "|---|---|---|---|",
+        ]
+        for r in self.rows():
+            lines.append(
+                f"| {r['parameter']} | {r['p_value']:.3g} | {r['vsbc_p_value']:.3g} | {r['mean_fraction_below']:.3f} |"
+            )
+        lines += ["", self.verdict]
+        return "\n".join(lines) + "\n"
+
+
+def ecdf_band(num_simulations: int, num_points: int = 100, alpha: float = ALPHA, trials: int = 2000, seed: int = 0):
+    """A simultaneous ``1 - alpha`` band for the ECDF of ``num_simulations`` uniform draws at
+    ``num_points`` evenly spaced points, minus the uniform CDF (Säilynoja et al. 2022: the
+    pointwise binomial level adjusted so that a uniform ECDF leaves the band with probability
+    ``alpha``, found by simulating ``trials`` uniform ECDFs).
+
+    :returns: ``(z, lower, upper)`` numpy arrays: the points in (0, 1) and the band.
+    """
+    import numpy as np
+    from scipy.stats import binom
+
+    n = num_simulations
+    z = np.arange(1, num_points + 1) / (num_points + 1)
+    rng = np.random.default_rng(seed)
+    u = np.sort(rng.random((trials, n)), axis=1)
+    counts = np.stack([np.searchsorted(row, z, side="right") for row in u])  # (trials, points)
+    tail = np.minimum(binom.cdf(counts, n, z), binom.sf(counts - 1, n, z))  # two-sided pointwise level
+    gamma = 2 * np.quantile(tail.min(axis=1), alpha)
+    lower = binom.ppf(gamma / 2, n, z) / n - z
+    upper = binom.ppf(1 - gamma / 2, n, z) / n - z
+    return z, lower, upper
+
+
+def simulate(model, args, seed: int) -> tuple:
+    """One draw of the latents from the prior and of the data given them: ``(latents,
+    data)``, ``{site: value}`` each (the data are the model's observed sample sites)."""
+    from .problem import _prior_trace
+
+    sites = _prior_trace(model, args).nodes
+    data_sites = []
+    for name, site in sites.items():
+        if site["type"] != "sample":
+            continue
+        if type(site["fn"]).__name__ == "Unit":
+            raise ValueError(
+                f"the model cannot simulate its data: site {name!r} is a pyro.factor term, which weighs the joint "
+                "density but cannot be drawn from; SBC needs a model whose every term is a pyro.sample site it can "
+                "draw (data through obs=)"
+            )
+        if type(site["fn"]).__name__ == "ImproperUniform":
+            raise ValueError(
+                f"the model cannot simulate its parameters: site {name!r} has a flat (ImproperUniform) prior; SBC "
+                "draws the parameters from the prior, so it needs a proper one"
+            )
+        if site["is_observed"]:
+            data_sites.append(name)
+    if not data_sites:
+        raise ValueError("the model has no observed pyro.sample site (obs=), so it has no data to simulate")
+    pyro.set_rng_seed(seed)
+    with torch.no_grad(), poutine.block():
+        trace = prune_subsample_sites(poutine.trace(poutine.uncondition(model)).get_trace(*args))
+    latents, data = {}, {}
+    for name, site in trace.nodes.items():
+        if site["type"] == "sample":
+            (data if name in data_sites else latents)[name] = site["value"]
+    return latents, data
+
+
+def _run_one(model, args, method, settings, j, seed, num_draws) -> dict:
+    """One simulation: its ranks, the fractions below, how long, and the method's warnings."""
+    from .params import isolated_store
+    from .problem import Problem
+
+    latents, data = simulate(model, args, seed + j)
+    conditioned = poutine.condition(model, data=data)
+    start = time.perf_counter()
+    with isolated_store():
+        problem = Problem.inspect(conditioned, args)
+        result, warnings = method.fresh().run(problem, dataclasses.replace(settings, seed=seed + j))
+    seconds = time.perf_counter() - start
+    site_samples = result.site_samples
+    s = next(iter(site_samples.values())).shape[0]
+    if s < num_draws:
+        raise ValueError(
+            f"`num_draws` ({num_draws}) is more than the {s} posterior draws {method.name} returns; lower it or "
+            "raise the method's draws (num_samples, num_vi_samples)"
+        )
+    idx = torch.linspace(0, s - 1, num_draws).round().long()  # thinned: MCMC's draws are autocorrelated
+    truth = problem.flatten({k: v.unsqueeze(0) for k, v in latents.items() if k in problem.sites})
+    drawn = problem.flatten({k: v[idx] for k, v in site_samples.items()})
+    ranks = {name: int((drawn[name] < truth[name][0]).sum()) for name in problem.names}
+    return {
+        "simulation": j,
+        "ranks": ranks,
+        "fractions": {name: r / num_draws for name, r in ranks.items()},
+        "seconds": seconds,
+        "warnings": warnings,
+    }
+
+
+def _run_chunk(payload) -> list:
+    torch.set_num_threads(1)
+    model, args, method, settings, js, seed, num_draws = payload
+    return [_run_one(model, args, method, settings, j, seed, num_draws) for j in js]
+
+
+def sbc(
+    model,
+    args=(),
+    method="nuts",
+    num_simulations: int = 100,
+    num_draws: int = 99,
+    seed: int = 0,
+    out=None,
+    workers: int = 1,
+    progress: bool = False,
+    **settings,
+) -> SBCResult:
+    """Simulation-based calibration of ``method`` on ``model``.
+
+    :param model: a Pyro model (or an object with ``.model``, e.g. a compare problem) whose
+        data are observed ``pyro.sample`` sites it can also draw, with proper priors.
+    :param tuple args: the model's arguments (their observed values are replaced by each
+        simulation's data; they fix the data's shape).
+    :param method: a compare method name (``"meanfield"``, ``"fullrank"``, ``"lowrank"``,
+        ``"nuts"``, ``"hmc"``), a ``(name, guide)`` pair (a guide of the user's, trained
+        afresh for each simulation), or a callable ``(model, args) -> {site: (S, *shape)}``
+        returning posterior draws (any inference of the user's).
+    :param int num_draws: the posterior draws each rank is among (evenly spaced over the
+        method's draws; ``num_draws + 1`` rank values).
+    :param out: a folder: each simulation is saved there as it finishes, and a rerun with
+        the same settings keeps those done.
+    :param int workers: processes running simulations in parallel.
+    :param settings: compare's settings for the method (``vi_epochs``, ``num_samples``,
+        ``warmup_steps``, ``lr``, ``num_vi_samples``, ...; ``diagnostics``, PSIS and LOO
+        after each fit, is off unless asked for).
+    :returns: :class:`SBCResult`.
+    """
+    from .methods import Settings, method_of
+    from .problem import _model_fn
+
+    num_simulations = check_positive_int(num_simulations, "num_simulations")
+    num_draws = check_positive_int(num_draws, "num_draws")
+    workers = check_positive_int(workers, "workers")
+    model_fn = _model_fn(model)
+    if not isinstance(args, tuple):
+        raise TypeError(f"`args` must be a tuple of the model's arguments, but got {type(args).__name__}")
+    if not args and isinstance(getattr(model, "args", None), tuple):
+        args = model.args  # a problem that brings its data (a posteriordb posterior)
+    for name in ("seed", "progress"):
+        if name in settings:
+            raise TypeError(f"pass {name} to sbc itself, not as a method setting")
+    chosen = Settings.checked(seed=seed, **{"diagnostics": False, **settings})
+    runner = method_of(method)
+    simulate(model_fn, args, seed)  # fails now, with its message, if the model cannot simulate
+    done = _load(out, runner.name, num_draws, seed, chosen) if out is not None else {}
+    todo = [j for j in range(num_simulations) if j not in done]
+    start = time.perf_counter()
+    for record in _execute(model_fn, args, runner, chosen, todo, seed, num_draws, workers, progress):
+        done[record["simulation"]] = record
+        if out is not None:
+            with open(Path(out) / "simulations.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+    records = [done[j] for j in range(num_simulations)]
+    names = list(records[0]["ranks"])
+    return SBCResult(
+        ranks={n: torch.tensor([r["ranks"][n] for r in records]) for n in names},
+        fractions={n: torch.tensor([r["fractions"][n] for r in records], dtype=torch.float64) for n in names},
+        num_draws=num_draws,
+        method=runner.name,
+        seconds=time.perf_counter() - start,
+        warnings=[f"simulation {r['simulation']}: {w}" for r in records for w in r["warnings"]],
+    )
+
+
+def _execute(model, args, runner, settings, todo, seed, num_draws, workers, progress):
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(todo), desc=f"SBC {runner.name}")
+    try:
+        if workers == 1 or len(todo) < 2:
+            for j in todo:
+                yield _run_one(model, args, runner, settings, j, seed, num_draws)
+                if bar is not None:
+                    bar.update()
+            return
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        chunks = [todo[i::workers] for i in range(workers)]
+        payloads = [(model, args, runner, settings, js, seed, num_draws) for js in chunks if js]
+        with ProcessPoolExecutor(len(payloads), mp_context=multiprocessing.get_context("spawn")) as pool:
+            for future in as_completed([pool.submit(_run_chunk, p) for p in payloads]):
+                for record in future.result():
+                    yield record
+                    if bar is not None:
+                        bar.update()
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _load(out, method, num_draws, seed, settings) -> dict:
+    """The simulations already done in ``out`` with these settings; a folder with other
+    settings is refused rather than mixed."""
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    wanted = {"method": method, "num_draws": num_draws, "seed": seed, "settings": _plain(settings)}
+    saved = folder / "sbc_settings.json"
+    if saved.is_file():
+        previous = json.loads(saved.read_text())
+        if previous != wanted:
+            raise ValueError(
+                f"`out` {str(folder)!r} holds simulations made with other settings ({previous}); use another folder "
+                "or the same settings"
+            )
+    else:
+        saved.write_text(json.dumps(wanted, indent=1))
+    done = {}
+    lines = folder / "simulations.jsonl"
+    if lines.is_file():
+        for line in lines.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:  # a line cut short by an interruption: that simulation runs again
+                continue
+            done[record["simulation"]] = record
+    return done
+
+
+def _plain(settings) -> dict:
+    return {k: v for k, v in vars(settings).items() if k not in ("seed", "progress") and not callable(v)}
+
+
+__all__ = ["ALPHA", "SBCResult", "ecdf_band", "sbc", "simulate"]
