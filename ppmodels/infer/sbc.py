@@ -337,9 +337,9 @@ def _execute(model, args, runner, settings, todo, seed, num_draws, workers, prog
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        chunks = [todo[i::workers] for i in range(workers)]
-        payloads = [(model, args, runner, settings, js, seed, num_draws) for js in chunks if js]
-        with ProcessPoolExecutor(len(payloads), mp_context=multiprocessing.get_context("spawn")) as pool:
+        # one task per simulation, so each is saved as soon as it finishes
+        payloads = [(model, args, runner, settings, [j], seed, num_draws) for j in todo]
+        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=multiprocessing.get_context("spawn")) as pool:
             for future in as_completed([pool.submit(_run_chunk, p) for p in payloads]):
                 for record in future.result():
                     yield record
