@@ -250,11 +250,12 @@ def run_posteriordb(args, explicit):
 def posteriordb_table(results, shapes) -> str:
     """Methods x posteriors: whether the reference is near-Gaussian in the unconstrained space
     (:meth:`~ppmodels.posteriordb.PosteriorProblem.reference_shape`), the largest |mean
-    error| and W1 in reference sds, the sd ratios' range, the SVI steps and the wall time."""
+    error| and W1 in reference sds, the sd ratios' range, PSIS's k-hat (VI), the SVI steps and
+    the wall time."""
     lines = [
         "| posterior | near-Gaussian | method | max abs mean error (ref sds) | sd ratio min-max | max W1 (ref sds) "
-        "| steps | seconds |",
-        "|---|---|---|---|---|---|---|---|",
+        "| k-hat | steps | seconds |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, report in results.items():
         shape = shapes[name]
@@ -264,6 +265,7 @@ def posteriordb_table(results, shapes) -> str:
             lines.append(
                 f"| {name} | {near} | {row['method']} | {row['max_abs_mean_error_sds']:.3g} | "
                 f"{row['min_sd_ratio']:.3g}-{row['max_sd_ratio']:.3g} | {row['max_w1_sds']:.3g} | "
+                f"{'-' if row.get('k_hat') is None else format(row['k_hat'], '.2f')} | "
                 f"{'-' if steps is None else steps} | {row['seconds']:.1f} |"
             )
     return "\n".join(lines) + "\n"
