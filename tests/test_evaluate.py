@@ -177,3 +177,5 @@ def test_per_datum_psis_of_the_exact_encoder_is_small_and_of_a_narrowed_one_larg
     shrunk = psis_per_datum(narrow, x, num_samples=400, seed=0).summary()
     assert shrunk["k_hat_median"] > 0.7 and shrunk["k_hat_above_0.7"] > 0.5  # measured 0.79 and 0.70
     assert psis_per_datum(vae, x[:3], num_samples=10).summary()["k_hat_median"] is None  # too few draws for a tail
+    with pytest.raises(TypeError, match=r"`pair` must be a model/guide pair .* but got Linear"):
+        psis_per_datum(vae.decoder, x[:3])

@@ -179,9 +179,16 @@ def test_bad_input_is_one_line_naming_it():
         mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
         pyro.factor("lik", dist.Normal(mu, 1.0).log_prob(y).sum())
 
+    with pytest.raises(
+        ValueError, match=r"`sites`: the model has no observed site 'obs'; its observed sites are \['y'\]"
+    ):
+        pointwise(normal_mean, {"mu": torch.zeros(3)}, y, sites=["obs"])
+    assert set(pointwise(normal_mean, {"mu": torch.zeros(3)}, y, sites="y").log_likelihood) == {"y"}
     with pytest.raises(ValueError, match="no observed pyro.sample site"):
         pointwise(factor_only, {"mu": torch.zeros(3)}, y)
     with pytest.raises(ValueError, match=r"`log_likelihood` must be \(draws, observations\).*got shape \(5,\)"):
         psis_loo(torch.zeros(5))
+    with pytest.raises(ValueError, match=r"PSIS-LOO needs at least 2 observations, but the log-likelihood has 1"):
+        psis_loo(torch.zeros(5, 1))
     with pytest.raises(ValueError, match=r"`log_weights` must have shape \(5,\).*got \(4,\)"):
         psis_loo(torch.zeros(5, 3), torch.zeros(4))

@@ -1,5 +1,6 @@
 """Inference: ELBO estimators by name, the training engine, evaluation and checkpoints."""
 
+from .calibration import SBCResult, sbc
 from .callbacks import (
     Callback,
     ClipParams,
@@ -21,6 +22,7 @@ from .evaluate import elbo, log_likelihood, log_weights, psis_per_datum
 from .fit import fit
 from .laplace import laplace_guide
 from .loo import LOOResult, pointwise, psis_loo
+from .methods import DrawsMethod
 from .optim import make_optimizer
 from .psis import PerDatumPSIS, PSISResult, pareto_smooth, psis
 from .result import FitResult
@@ -29,6 +31,7 @@ __all__ = [
     "Callback",
     "ClipParams",
     "Comparison",
+    "DrawsMethod",
     "ELBO_NAMES",
     "ESTIMATORS",
     "EarlyStopping",
@@ -44,6 +47,7 @@ __all__ = [
     "PSISResult",
     "PerDatumPSIS",
     "ProjectParams",
+    "SBCResult",
     "StopOnConvergence",
     "TensorBoard",
     "TrainState",
@@ -66,4 +70,5 @@ __all__ = [
     "psis_loo",
     "psis_per_datum",
     "save",
+    "sbc",
 ]

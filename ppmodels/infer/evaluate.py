@@ -174,6 +174,11 @@ def psis_per_datum(
     :returns: :class:`~ppmodels.infer.psis.PerDatumPSIS`.
     """
     k = check_positive_int(num_samples, "num_samples")
+    if not (callable(getattr(pair, "model", None)) and callable(getattr(pair, "guide", None))):
+        raise TypeError(
+            f"`pair` must be a model/guide pair (with .model and .guide methods: PSIS weighs the guide's draws "
+            f"against the model), but got {type(pair).__name__}"
+        )
 
     def reduce(lw, k):
         _, k_hat = pareto_smooth(lw.T)

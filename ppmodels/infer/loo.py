@@ -90,13 +90,14 @@ def _site_log_prob(site) -> torch.Tensor:
     return lp
 
 
-def pointwise(model, draws: dict, *args, max_draws: int | None = None, **kwargs) -> Pointwise:
+def pointwise(model, draws: dict, *args, max_draws: int | None = None, sites=None, **kwargs) -> Pointwise:
     """The log-likelihood of each observation under each posterior draw, and replicated data.
 
     :param model: a Pyro model whose data are observed ``pyro.sample`` sites (``obs=``).
     :param dict draws: ``{latent site: (S, *shape)}`` posterior draws (e.g. a compare method's
         ``site_samples``, ``MCMC.get_samples()``).
     :param int max_draws: use at most this many evenly spaced draws.
+    :param sites: the observed sites to score (names); all of them by default.
     :returns: :class:`Pointwise`.
 
     One vectorised run of the model when it broadcasts over a plate of draws, else one run per
@@ -126,6 +127,14 @@ def pointwise(model, draws: dict, *args, max_draws: int | None = None, **kwargs)
             "the model has no observed pyro.sample site (obs=) besides pyro.factor terms, so it has no pointwise "
             "log-likelihood"
         )
+    if sites is not None:
+        sites = [sites] if isinstance(sites, str) else list(sites)
+        unknown = [name for name in sites if name not in observed]
+        if unknown:
+            raise ValueError(
+                f"`sites`: the model has no observed site {unknown[0]!r}; its observed sites are {sorted(observed)}"
+            )
+        observed = {name: observed[name] for name in sites}
     data = {name: site["value"] for name, site in observed.items()}
     batch = {name: tuple(site["fn"].batch_shape) for name, site in observed.items()}
     try:
@@ -243,6 +252,12 @@ def psis_loo(log_likelihood, log_weights=None, reff: float = 1.0) -> LOOResult:
             f"`log_likelihood` must be (draws, observations) with at least 2 draws, but got shape {tuple(ll.shape)}"
         )
     s = ll.shape[0]
+    if ll.shape[1] < 2:
+        raise ValueError(
+            f"PSIS-LOO needs at least 2 observations, but the log-likelihood has {ll.shape[1]}: a model whose data are "
+            "one observed site without a batch dimension (to_event over the data, or a pyro.factor) leaves nothing "
+            "out; write the data in a pyro.plate"
+        )
     if log_weights is None:
         posterior = torch.full((s,), -math.log(s), dtype=torch.float64, device=ll.device)
     else:

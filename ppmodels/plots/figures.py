@@ -210,14 +210,14 @@ def posteriordb_benchmark(results, title="VI and MCMC against posteriordb's refe
 
 
 def sbc_ranks(result, max_parameters=8, title=None):
-    """Simulation-based calibration (:func:`ppmodels.infer.sbc.sbc`): per parameter, the rank
+    """Simulation-based calibration (:func:`ppmodels.infer.sbc`): per parameter, the rank
     histogram with the 99% range of a bin's count under uniform ranks (Talts et al. 2018)
     and the ECDF of the fractional ranks minus the uniform CDF, with the simultaneous 95%
     band (Säilynoja et al. 2022). Out of the band means not calibrated; a U shape: too
     narrow; a hump: too wide; a slope: biased."""
     from scipy.stats import binom
 
-    from ..infer.sbc import ecdf_band
+    from ..infer.calibration import ecdf_band
 
     names = list(result.ranks)[:max_parameters]
     n, values = result.num_simulations, result.num_draws + 1
