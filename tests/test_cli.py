@@ -95,10 +95,14 @@ def test_train_bnn_writes_metrics_and_figures(tmp_path):
     assert 0.0 <= metrics["test_ece"] <= 1.0 and metrics["num_random_weights"] == 61684
     assert set(metrics["ood_auroc_by_epistemic"]) == {"rotated 90°", "uniform noise"}
     assert {p.name for p in out.glob("*.png")} == {"loss.png", "reliability.png", "epistemic_ood.png"}
+    # a mean-field guide over 61,684 weights after one epoch is far from the posterior, and k-hat says so
+    assert metrics["train_psis"]["draws"] == 200 and metrics["train_psis"]["k_hat"] > 0.7
     converted = tmp_path / "converted"
     args = ["train", "bnn", "--convert", "--pretrain-epochs", "1", "--epochs", "1", "--eval-samples", "2"]
+    args += ["--psis-samples", "0"]
     assert main([*args, "--out", str(converted), "--no-progress"]) == 0
-    assert json.loads((converted / "metrics.json").read_text())["pretrain"]["epochs"] == 1
+    converted_metrics = json.loads((converted / "metrics.json").read_text())
+    assert converted_metrics["pretrain"]["epochs"] == 1 and converted_metrics["train_psis"] is None
     assert main(["train", "bnn", "--lr-decay", "0", "--out", str(tmp_path / "x")]) == 2
 
 

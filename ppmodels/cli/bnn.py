@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import json
 
-from ._options import DATA_HELP, Formatter, Options, add_run_options, number, positive_float, positive_int
+from ._options import (
+    DATA_HELP,
+    Formatter,
+    Options,
+    add_run_options,
+    nonnegative_int,
+    number,
+    positive_float,
+    positive_int,
+)
 from ._run import CommandError, TrainCommand
 
 
@@ -30,6 +39,12 @@ def add_model_parser(models, explicit):
     o.add("--lr-decay", type=number, default=0.9, help="learning-rate factor per epoch, in (0, 1]")
     o.add("--init-scale", type=positive_float, default=1e-2, help="initial posterior sd")
     o.add("--eval-samples", type=positive_int, default=100, help="posterior draws for predictions")
+    o.add(
+        "--psis-samples",
+        type=nonnegative_int,
+        default=200,
+        help="guide draws for PSIS's k-hat of the weight posterior on the training data (0: none)",
+    )
     add_run_options(o, epochs=20, batch_size=64, lr=3e-3, out="runs/bnn-DATA")
     bnn.set_defaults(run=run)
 
@@ -143,7 +158,9 @@ class BNNCommand(TrainCommand):
         }
 
     def evaluate(self, result, device):
-        from .. import toolbox
+        import torch
+
+        from .. import infer, toolbox
 
         args, data, pair = self.args, self.data, self.pair
 
@@ -156,6 +173,13 @@ class BNNCommand(TrainCommand):
         for name, x in _ood_inputs(data.test_x, args.seed).items():
             epistemic[name] = toolbox.classification_uncertainty(predict(x)).epistemic
         test_mi = epistemic["test digits"]
+        psis = None
+        if args.psis_samples:  # the guide against the whole posterior: every training datum, one draw at a time
+            x, y = data.train_x.to(device), data.train_y.to(device)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(args.seed)
+                found = infer.psis(pair.model, pair.guide, x, y, num_samples=args.psis_samples)
+            psis = {"k_hat": found.k_hat, "ess": found.ess, "draws": args.psis_samples, "verdict": found.verdict}
         return {
             "eval_samples": args.eval_samples,
             "test_accuracy": toolbox.accuracy(probs, data.test_y),
@@ -166,8 +190,10 @@ class BNNCommand(TrainCommand):
             "ood_auroc_by_epistemic": {
                 name: toolbox.roc(test_mi, v).auroc for name, v in epistemic.items() if name != "test digits"
             },
+            "train_psis": psis,
             "units": "losses: negative ELBO in nats per training sample; NLL in nats per test sample; "
-            "epistemic: mutual information in nats",
+            "epistemic: mutual information in nats; train_psis: PSIS of the weight guide against the posterior "
+            "given the training data (k-hat of 0.7 or more: the guide misses posterior mass)",
         }
 
     def metadata(self):
@@ -193,6 +219,11 @@ class BNNCommand(TrainCommand):
             f"test accuracy {metrics['test_accuracy']:.4f}, NLL {metrics['test_nll']:.4f}, "
             f"ECE {metrics['test_ece']:.4f}; OOD AUROC by epistemic uncertainty: "
             + ", ".join(f"{k} {v:.3f}" for k, v in auroc.items())
+            + (
+                f"; PSIS k-hat of the weight guide {metrics['train_psis']['k_hat']:.2f}"
+                if metrics["train_psis"]
+                else ""
+            )
         )
 
 

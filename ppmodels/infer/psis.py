@@ -172,6 +172,15 @@ def weighted_moments(draws: dict, log_weights: torch.Tensor) -> dict:
     return out
 
 
+def _one_weight(model, guide, args, kwargs) -> tuple:
+    """``log p(x, z) - log q(z)`` of one draw of the guide, and the guide's trace."""
+    from pyro import poutine
+
+    guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+    return model_trace.log_prob_sum() - guide_trace.log_prob_sum(), guide_trace
+
+
 def psis(model, guide, *args, num_samples: int = 1000, chunk: int = 1000, **kwargs) -> PSISResult:
     """PSIS of ``guide`` against ``model``'s posterior given ``model(*args, **kwargs)``'s data.
 
@@ -223,15 +232,17 @@ def psis(model, guide, *args, num_samples: int = 1000, chunk: int = 1000, **kwar
     with torch.no_grad():
         while done < num_samples:
             n = min(size, num_samples - done)
-            try:
-                lw, _, guide_trace = vectorized_importance_weights(
-                    model, guide, *args, num_samples=n, max_plate_nesting=nesting + 1, normalized=False, **kwargs
-                )
-            except (RuntimeError, ValueError, IndexError):  # a guide that does not broadcast: one draw at a time
-                if n == 1:
-                    raise
-                size = 1
-                continue
+            if size == 0:  # a guide that does not broadcast: one draw at a time, without a plate
+                n = 1
+                lw, guide_trace = _one_weight(model, guide, args, kwargs)
+            else:
+                try:
+                    lw, _, guide_trace = vectorized_importance_weights(
+                        model, guide, *args, num_samples=n, max_plate_nesting=nesting + 1, normalized=False, **kwargs
+                    )
+                except (RuntimeError, ValueError, IndexError):
+                    size = 0
+                    continue
             if raw is None:
                 raw = lw.new_empty(num_samples)
                 for name, shape in sites.items():
@@ -240,7 +251,7 @@ def psis(model, guide, *args, num_samples: int = 1000, chunk: int = 1000, **kwar
             raw[done : done + n] = lw.reshape(n)
             for name, shape in sites.items():
                 draws[name][done : done + n] = guide_trace.nodes[name]["value"].reshape(n, *shape)
-            del guide_trace, lw, _
+            del guide_trace, lw
             done += n
     smoothed, k_hat = pareto_smooth(raw)
     return PSISResult(
