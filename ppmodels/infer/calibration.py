@@ -246,10 +246,10 @@ def _run_one(model, args, method, settings, j, seed, num_draws) -> dict:
     }
 
 
-def _run_chunk(payload) -> list:
+def _run_in_process(payload) -> dict:
+    """One simulation in a worker process, on one thread."""
     torch.set_num_threads(1)
-    model, args, method, settings, js, seed, num_draws = payload
-    return [_run_one(model, args, method, settings, j, seed, num_draws) for j in js]
+    return _run_one(*payload)
 
 
 def sbc(
@@ -338,13 +338,12 @@ def _execute(model, args, runner, settings, todo, seed, num_draws, workers, prog
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         # one task per simulation, so each is saved as soon as it finishes
-        payloads = [(model, args, runner, settings, [j], seed, num_draws) for j in todo]
+        payloads = [(model, args, runner, settings, j, seed, num_draws) for j in todo]
         with ProcessPoolExecutor(min(workers, len(todo)), mp_context=multiprocessing.get_context("spawn")) as pool:
-            for future in as_completed([pool.submit(_run_chunk, p) for p in payloads]):
-                for record in future.result():
-                    yield record
-                    if bar is not None:
-                        bar.update()
+            for future in as_completed([pool.submit(_run_in_process, p) for p in payloads]):
+                yield future.result()
+                if bar is not None:
+                    bar.update()
     finally:
         if bar is not None:
             bar.close()
