@@ -143,7 +143,9 @@ def test_compare_reports_loo_and_psis_corrected_moments_and_arviz_gets_its_group
     assert {"posterior", "log_likelihood", "posterior_predictive", "observed_data", "sample_stats"} <= set(
         nuts.groups()
     )
-    assert nuts.log_likelihood["y"].shape == (1, 1000, 30) and nuts.posterior_predictive["y"].shape == (1, 1000, 30)
+    chains = result.method("nuts").mcmc.num_chains
+    assert nuts.log_likelihood["y"].shape == (chains, 1000, 30)
+    assert nuts.posterior_predictive["y"].shape == (chains, 1000, 30)
     # ArviZ takes reff 1 for one chain; given the same reff (the likelihood's ESS / S, as the loo package) it agrees
     mine = result.method("nuts").loo
     assert az.loo(nuts, reff=mine.reff).elpd_loo == pytest.approx(mine.elpd, abs=1e-5)

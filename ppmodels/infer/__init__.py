@@ -26,6 +26,7 @@ from .methods import DrawsMethod
 from .optim import make_optimizer
 from .psis import PerDatumPSIS, PSISResult, pareto_smooth, psis
 from .result import FitResult
+from .sampling import MCMCResult, mcmc
 
 __all__ = [
     "Callback",
@@ -42,6 +43,7 @@ __all__ = [
     "KERNELS",
     "KwargSchedule",
     "LOOResult",
+    "MCMCResult",
     "NonFiniteLossError",
     "Objective",
     "PSISResult",
@@ -64,6 +66,7 @@ __all__ = [
     "log_likelihood",
     "log_weights",
     "make_optimizer",
+    "mcmc",
     "pareto_smooth",
     "pointwise",
     "psis",

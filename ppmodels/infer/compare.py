@@ -33,7 +33,8 @@ def compare(
     mcmc=("nuts",),
     num_samples=1000,
     warmup_steps=500,
-    num_chains=1,
+    num_chains=None,
+    mcmc_compile="inductor",
     vi_epochs=3000,
     lr=0.05,
     num_particles=None,
@@ -86,8 +87,14 @@ def compare(
         stopping when they are stationary at the smallest
         (:class:`~ppmodels.infer.convergence.StopOnConvergence`; the report gives the steps
         taken). ``"steps"``: ``vi_epochs`` steps with the rate decaying 100-fold over them.
+    :param num_chains: MCMC chains (default: one per core, 2 to 4), run in parallel processes
+        by :func:`~ppmodels.infer.sampling.mcmc`; r-hat compares them.
+    :param mcmc_compile: how MCMC's potential energy is compiled (``mcmc``'s ``compile``:
+        ``"inductor"``, ``"graph"`` or ``None`` for eager Pyro).
     :param dict kernel_options: keyword arguments for the MCMC kernels, e.g.
-        ``{"max_tree_depth": 6}`` (NUTS) or ``{"jit_compile": True}``.
+        ``{"max_tree_depth": 6}`` (NUTS); an option this library's kernel does not have
+        (``{"jit_compile": True}``, ``{"full_mass": True}``) runs Pyro's ``MCMC`` instead, and the
+        report's notes say so.
     :returns: :class:`Comparison`. Discrete latents are summed out: VI with ``enum`` (the
         guides cover the continuous latents), NUTS/HMC with Pyro's enumeration; each
         method's posterior marginals of the discrete sites are in ``method.discrete``.
@@ -114,6 +121,7 @@ def compare(
         num_samples=num_samples,
         warmup_steps=warmup_steps,
         num_chains=num_chains,
+        mcmc_compile=mcmc_compile,
         kernel_options=kernel_options,
         vi_start=vi_start,
         vi_stop=vi_stop,

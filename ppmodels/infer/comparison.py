@@ -239,7 +239,7 @@ class Comparison:
                         "observed_data": {k: v.detach().cpu().numpy() for k, v in found.observed.items()},
                     }
             if m.mcmc is not None:
-                data = az.from_pyro(m.mcmc, log_likelihood=False)
+                data = m.mcmc.to_arviz() if hasattr(m.mcmc, "to_arviz") else az.from_pyro(m.mcmc, log_likelihood=False)
                 if groups:
                     data.extend(az.from_dict(**groups))
             else:

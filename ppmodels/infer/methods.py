@@ -17,7 +17,7 @@ import pyro
 import pyro.infer.autoguide as autoguide
 import torch
 from pyro import poutine
-from pyro.infer import HMC, MCMC, NUTS, config_enumerate
+from pyro.infer import config_enumerate
 
 from .._validate import check_choice, check_nonnegative_int, check_positive_int
 from . import initialization as init
@@ -28,6 +28,9 @@ from .elbo import get_elbo
 from .fit import fit
 from .laplace import whitened_guide
 from .loo import pointwise, psis_loo, relative_efficiency
+from .sampling import KERNELS as MCMC_KERNELS
+from .sampling import mcmc as run_mcmc
+from .potential import COMPILE_MODES
 from .problem import _names
 from .psis import USABLE, psis
 
@@ -46,8 +49,8 @@ GUIDE_INIT = {
 }
 #: the named guides that start at the Laplace approximation, whitened by it: name -> diagonal
 WHITENED = {"meanfield": True, "fullrank": False}
-#: kernel names -> Pyro MCMC kernels
-KERNELS = {"nuts": NUTS, "hmc": HMC}
+#: MCMC kernel names (run by :func:`~ppmodels.infer.sampling.mcmc`)
+KERNELS = MCMC_KERNELS
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,8 @@ class Settings:
     num_vi_samples: int = 20000
     num_samples: int = 1000
     warmup_steps: int = 500
-    num_chains: int = 1
+    num_chains: int | None = None  # MCMC chains: one per core, 2 to 4 (sampling.default_chains)
+    mcmc_compile: str | None = "inductor"  # the potential's compile mode (mcmc's compile=)
     kernel_options: dict | None = None
     vi_start: str = "laplace"
     vi_stop: str = "converged"
@@ -74,9 +78,13 @@ class Settings:
         unknown = sorted(set(options) - set(cls.__dataclass_fields__))
         if unknown:
             raise TypeError(f"unknown settings {unknown}; the settings are {sorted(cls.__dataclass_fields__)}")
-        for name in ("num_samples", "num_chains", "vi_epochs", "num_vi_samples"):
+        for name in ("num_samples", "vi_epochs", "num_vi_samples"):
             if name in options:
                 check_positive_int(options[name], name)
+        if options.get("num_chains") is not None:
+            check_positive_int(options["num_chains"], "num_chains")
+        if options.get("mcmc_compile") is not None:
+            check_choice(options["mcmc_compile"], "mcmc_compile", list(COMPILE_MODES))
         if "warmup_steps" in options:
             check_nonnegative_int(options["warmup_steps"], "warmup_steps")
         if options.get("num_particles") is not None:
@@ -184,9 +192,10 @@ class GuideMethod:
 
 
 class KernelMethod:
-    """Pyro's MCMC with a named kernel (:data:`KERNELS`): Pyro's initialisation
-    (``init_to_uniform``, with flat priors too), discrete sites enumerated; r-hat, effective
-    sample sizes and divergences checked."""
+    """MCMC with a named kernel (:data:`KERNELS`) through :func:`~ppmodels.infer.sampling.mcmc`: the
+    compiled potential, several chains in parallel, Pyro's initialisation (``init_to_uniform``,
+    with flat priors too), discrete sites enumerated; r-hat, effective sample sizes and
+    divergences checked."""
 
     kind = "mcmc"
 
@@ -197,23 +206,23 @@ class KernelMethod:
         return self
 
     def run(self, problem, settings: Settings) -> tuple:
-        pyro.set_rng_seed(settings.seed)
         options = dict(settings.kernel_options or {})
-        if self.name == "hmc":
-            options.pop("max_tree_depth", None)
         options.setdefault("init_strategy", init.init_to_uniform)  # Pyro's, with flat priors too
         options.setdefault("max_plate_nesting", problem.plates)  # Pyro's guess would draw from flat priors
+        options.setdefault("compile", settings.mcmc_compile)
         target = config_enumerate(problem.model_fn) if problem.discrete else problem.model_fn
-        sampler = MCMC(
-            KERNELS[self.name](target, **options),
+        sampler = run_mcmc(
+            target,
+            *problem.train,
+            kernel=self.name,
             num_samples=settings.num_samples,
             warmup_steps=settings.warmup_steps,
             num_chains=settings.num_chains,
-            disable_progbar=not settings.progress,
+            seed=settings.seed,
+            progress=settings.progress,
+            **options,
         )
-        start = time.perf_counter()
-        sampler.run(*problem.train)
-        seconds = time.perf_counter() - start
+        seconds = sampler.seconds
         sites = problem.sites
         site_samples = {s: v.reshape(-1, *sites[s]) for s, v in sampler.get_samples().items() if s in sites}
         diagnostics = {}
@@ -225,9 +234,10 @@ class KernelMethod:
                 diagnostics[latent] = {"ess": float(ess[j]), "r_hat": float(r_hat[j])}
         divergences = sum(len(v) for v in (raw.get("divergences") or {}).values())
         loo, loo_note = (
-            _loo(problem, site_samples, None, chains=settings.num_chains) if settings.diagnostics else (None, None)
+            _loo(problem, site_samples, None, chains=sampler.num_chains) if settings.diagnostics else (None, None)
         )
         notes = [f"discrete sites enumerated (max_plate_nesting={problem.plates})"] if problem.discrete else []
+        notes += sampler.notes
         method = _result(
             self,
             problem,

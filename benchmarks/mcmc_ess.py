@@ -1,0 +1,229 @@
+"""MCMC speed that counts: effective draws per second, ppmodels against NumPyro (and Pyro).
+
+Per posterior, in one process, rounds alternating the samplers, each round a new seed:
+
+- ``ppmodels``: ``ppmodels.infer.mcmc`` with its defaults (the potential compiled by
+  inductor, this library's NUTS, one chain per core in parallel processes) — what
+  ``compare`` runs;
+- ``numpyro-1``: NumPyro's NUTS as its users run it by default (one chain);
+- ``numpyro-2``: NumPyro's NUTS with a chain per core (``chain_method="parallel"`` on as many
+  host devices), the same use of the machine as ``ppmodels``;
+- with ``--pyro``: Pyro's own NUTS, eager (compare's MCMC before this library's kernel) and
+  with ``jit_compile=True``, one chain (slow: up to minutes per run; the enumerated HMM is
+  left out of the eager run, at over a second per iteration).
+
+All run 500 warm-up and 1,000 kept draws per chain from their own initialisation (uniform in
+(-2, 2) in the unconstrained space). Wall time includes compiling (inductor's on-disk cache
+is turned off so every round compiles afresh; NumPyro compiles in each run too). ESS is the
+smallest over parameters, by Pyro's estimator on every sampler's draws alike. The answers
+must agree: each sampler's means are compared with ``ppmodels``'s in Monte Carlo standard
+errors (``max z``; above 4 is a disagreement).
+
+    python benchmarks/mcmc_ess.py --rounds 3                 # ~15 minutes on 2 cores
+    python benchmarks/mcmc_ess.py --rounds 1 --pyro --posteriors blr,eight_schools
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "0")  # every round compiles afresh
+
+import argparse  # noqa: E402
+import math  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pyro  # noqa: E402
+import pyro.distributions as dist  # noqa: E402
+import torch  # noqa: E402
+from pyro.infer import MCMC, NUTS, config_enumerate  # noqa: E402
+from pyro.ops.stats import effective_sample_size  # noqa: E402
+
+from ppmodels import posteriordb  # noqa: E402
+from ppmodels.infer import mcmc  # noqa: E402
+from ppmodels.infer.sampling import cores  # noqa: E402
+
+WARMUP, SAMPLES = 500, 1000
+
+
+# -- the two enumerated models, written as Pyro's examples write them ---------------------------
+@config_enumerate
+def mixture(y):
+    """A two-component Gaussian mixture, the assignments enumerated (Pyro's GMM tutorial)."""
+    weights = pyro.sample("weights", dist.Dirichlet(torch.ones(2)))
+    locs = pyro.sample("locs", dist.Normal(torch.tensor([-3.0, 3.0]), 1.0).to_event(1))
+    scale = pyro.sample("scale", dist.LogNormal(0.0, 2.0))
+    with pyro.plate("data", len(y)):
+        z = pyro.sample("z", dist.Categorical(weights))
+        pyro.sample("y", dist.Normal(locs[z], scale), obs=y)
+
+
+@config_enumerate
+def hmm(y, num_states):
+    """A Gaussian HMM, the states enumerated step by step with ``pyro.markov`` (Pyro's hmm.py)."""
+    transition = pyro.sample("transition", dist.Dirichlet(torch.ones(num_states) + 4 * torch.eye(num_states)).to_event(1))
+    locs = pyro.sample("locs", dist.Normal(torch.arange(num_states) * 4.0, 1.0).to_event(1))
+    x = None
+    for t in pyro.markov(range(len(y))):
+        probs = torch.ones(num_states) / num_states if x is None else transition[x]
+        x = pyro.sample(f"x_{t}", dist.Categorical(probs))
+        pyro.sample(f"y_{t}", dist.Normal(locs[x], 1.0), obs=y[t])
+
+
+def _mixture_data():
+    g = torch.Generator().manual_seed(1)
+    return (torch.cat([torch.randn(120, generator=g) * 0.8 - 3.0, torch.randn(80, generator=g) * 0.8 + 3.0]),)
+
+
+def _hmm_data(T=100):
+    g = torch.Generator().manual_seed(2)
+    states, ys, s = [], [], 0
+    for _ in range(T):
+        s = s if torch.rand((), generator=g) < 0.9 else 1 - s
+        states.append(s)
+        ys.append(4.0 * s + torch.randn((), generator=g))
+    return torch.stack(ys), 2
+
+
+def posteriors() -> dict:
+    """name -> (Pyro model, its arguments, max_plate_nesting)."""
+    out = {}
+    for name, key in [
+        ("blr", "sblrc-blr"),
+        ("eight_schools", "eight_schools-eight_schools_noncentered"),
+        ("ar_k", "arK-arK"),
+        ("gp_regr", "gp_pois_regr-gp_regr"),
+    ]:
+        p = posteriordb.load(key)
+        out[name] = (p.model, p.args, None)
+    out["mixture"] = (mixture, _mixture_data(), 1)
+    out["hmm"] = (hmm, _hmm_data(), 0)
+    return out
+
+
+# -- the samplers ------------------------------------------------------------------------------
+def run_ppmodels(model, args, nesting, seed):
+    start = time.perf_counter()
+    result = mcmc(model, *args, seed=seed, max_plate_nesting=nesting)
+    seconds = time.perf_counter() - start
+    return seconds, {k: v for k, v in result.samples.items()}, result.compile["seconds"]
+
+
+def run_pyro(model, args, nesting, seed, jit):
+    pyro.set_rng_seed(seed)
+    kernel = NUTS(model, jit_compile=jit, ignore_jit_warnings=True, max_plate_nesting=nesting)
+    sampler = MCMC(kernel, num_samples=SAMPLES, warmup_steps=WARMUP, disable_progbar=True)
+    start = time.perf_counter()
+    sampler.run(*args)
+    return time.perf_counter() - start, sampler.get_samples(group_by_chain=True), None
+
+
+def run_numpyro(name, args, seed, chains):
+    import jax
+    from numpyro.infer import MCMC as NMCMC
+    from numpyro.infer import NUTS as NNUTS
+
+    from _numpyro_models import models
+
+    np_args = tuple(a.numpy() if isinstance(a, torch.Tensor) else a for a in args)
+    sampler = NMCMC(NNUTS(models()[name]), num_warmup=WARMUP, num_samples=SAMPLES, num_chains=chains,
+                    chain_method="parallel", progress_bar=False)  # fmt: skip
+    start = time.perf_counter()
+    sampler.run(jax.random.PRNGKey(seed), *np_args)
+    samples = sampler.get_samples(group_by_chain=True)
+    jax.block_until_ready(samples)
+    seconds = time.perf_counter() - start
+    return seconds, {k: torch.as_tensor(np.asarray(v)) for k, v in samples.items()}, None
+
+
+def min_ess(samples) -> float:
+    return min(float(effective_sample_size(v.double(), 0, 1).min()) for v in samples.values())
+
+
+def max_z(samples, reference) -> float:
+    """The largest |mean difference| over parameters, in Monte Carlo standard errors of both."""
+    worst = 0.0
+    for k, ref in reference.items():
+        if k not in samples:
+            continue
+        a, b = samples[k].double(), ref.double()
+        se = lambda v: v.reshape(-1, *v.shape[2:]).std(0) / effective_sample_size(v, 0, 1).clamp(min=1).sqrt()  # noqa: E731
+        z = (a.mean((0, 1)) - b.mean((0, 1))).abs() / (se(a) ** 2 + se(b) ** 2).sqrt()
+        worst = max(worst, float(z.max()))
+    return worst
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--posteriors", default="blr,eight_schools,ar_k,gp_regr,mixture,hmm")
+    parser.add_argument("--pyro", action="store_true", help="also Pyro's NUTS, eager and jit_compile (slow)")
+    parser.add_argument("--no-numpyro", action="store_true")
+    args = parser.parse_args()
+    n_cores = cores()
+    if not args.no_numpyro:
+        import numpyro
+
+        numpyro.set_host_device_count(n_cores)  # before jax starts: one device per core
+    warnings.simplefilter("ignore")
+    table = posteriors()
+    names = args.posteriors.split(",")
+    samplers = ["ppmodels"] + ([] if args.no_numpyro else ["numpyro-1", f"numpyro-{n_cores}"])
+    if args.pyro:
+        samplers += ["pyro-eager", "pyro-jit"]
+    rows = []
+    for name in names:
+        model, margs, nesting = table[name]
+        runs = {s: [] for s in samplers}
+        for r in range(args.rounds):
+            order = samplers[r % len(samplers):] + samplers[: r % len(samplers)]  # rotate who goes first
+            for s in order:
+                if s == "pyro-eager" and name == "hmm":
+                    continue
+                seed = 100 + r
+                if s == "ppmodels":
+                    out = run_ppmodels(model, margs, nesting, seed)
+                elif s.startswith("numpyro"):
+                    out = run_numpyro(name, margs, seed, int(s.split("-")[1]))
+                else:
+                    out = run_pyro(model, margs, nesting, seed, jit=s == "pyro-jit")
+                seconds, samples, compile_s = out
+                samples = {k: v for k, v in samples.items() if not k.startswith("x_") and k != "z"}
+                runs[s].append((seconds, min_ess(samples), samples, compile_s))
+                print(f"{name} round {r} {s}: {seconds:.1f} s, min ESS {runs[s][-1][1]:.0f}", flush=True)
+        reference = runs["ppmodels"][0][2]
+        best_numpyro = None
+        for s in samplers:
+            if not runs[s]:
+                continue
+            secs = [x[0] for x in runs[s]]
+            ess_s = [x[1] / x[0] for x in runs[s]]
+            z = max(max_z(x[2], reference) for x in runs[s])
+            comp = [x[3] for x in runs[s] if x[3] is not None]
+            row = {"posterior": name, "sampler": s, "seconds": statistics.median(secs), "seconds_range": (min(secs), max(secs)),
+                   "min_ess": statistics.median(x[1] for x in runs[s]), "ess_per_s": statistics.median(ess_s),
+                   "ess_per_s_range": (min(ess_s), max(ess_s)), "max_z": z,
+                   "compile": statistics.median(comp) if comp else None}  # fmt: skip
+            rows.append(row)
+            if s.startswith("numpyro") and (best_numpyro is None or row["ess_per_s"] > best_numpyro):
+                best_numpyro = row["ess_per_s"]
+        for row in rows:
+            if row["posterior"] == name:
+                row["ratio"] = row["ess_per_s"] / best_numpyro if best_numpyro else math.nan
+    print()
+    print(f"{WARMUP} warm-up + {SAMPLES} draws per chain; {args.rounds} rounds; medians (range); "
+          "ratio = ESS/s over NumPyro's best; max z = mean disagreement with ppmodels in MC errors")  # fmt: skip
+    print("| posterior | sampler | seconds | of which compile | min ESS | ESS/s | ratio to NumPyro | max z |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        comp = f"{r['compile']:.1f}" if r["compile"] is not None else ""
+        print(f"| {r['posterior']} | {r['sampler']} | {r['seconds']:.1f} ({r['seconds_range'][0]:.1f}-{r['seconds_range'][1]:.1f}) "
+              f"| {comp} | {r['min_ess']:.0f} | {r['ess_per_s']:.1f} ({r['ess_per_s_range'][0]:.1f}-{r['ess_per_s_range'][1]:.1f}) "
+              f"| {r['ratio']:.2f} | {r['max_z']:.1f} |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,221 @@
+"""A model's potential energy, compiled: the negative log joint in the unconstrained space and its
+gradient, as one function of a flat vector.
+
+Pyro builds the potential (:func:`pyro.infer.mcmc.util.initialize_model`: the transforms to the
+unconstrained space with their Jacobians, discrete sites summed out by enumeration, flat
+priors). Every leapfrog step of HMC or NUTS evaluates it and its gradient; eagerly that is
+Pyro's messengers, a trace and the autograd engine at every step. Here the value and the
+gradient are traced once (``make_fx`` through ``torch.autograd.grad``) into one graph whose
+only input is the flat vector: ``"inductor"`` compiles that graph to one C++ kernel, ``"graph"``
+runs the traced graph with TorchScript (no compiler; also inductor's choice for graphs of more
+than :data:`INDUCTOR_MAX_NODES` operations, which it would take minutes to compile), ``None``
+stays eager.
+
+The graph bakes in the model's arguments and their shapes: a :class:`Potential` belongs to one
+``(model, args)`` and is never reused for others. A model that cannot be traced (data-dependent
+Python control flow, ``.item()``) or whose compiled value or gradient disagree with eager Pyro
+at a few points falls back to eager, and :attr:`Potential.fallback` says why.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+
+import numpy as np
+import pyro
+import torch
+from pyro.infer.mcmc.util import initialize_model
+
+from .._validate import check_choice
+from .compiled import GraphUnsupported, _cause, _import_inductor
+from .initialization import init_to_uniform
+
+COMPILE_MODES = ("inductor", "graph")
+#: larger graphs are not given to inductor (its compile time grows to minutes); TorchScript runs them
+INDUCTOR_MAX_NODES = 4000
+#: compiled and eager potentials must agree this closely (relative, float32 arithmetic)
+TOLERANCE = 1e-3
+
+
+class Potential:
+    """``potential(z) -> (U, dU/dz)`` for a flat numpy vector ``z`` in the unconstrained space.
+
+    :ivar names, shapes, sizes: the latent sites' layout in ``z``.
+    :ivar mode: the compile mode in use (``None`` when eager, also after a fallback).
+    :ivar fallback: why the compiled potential was not used (``None`` if it is).
+    :ivar compile_seconds: time to trace, compile and check it.
+    :ivar note: why the mode differs from the one asked for (a graph too large for inductor).
+    """
+
+    def __init__(self, model, args=(), kwargs=None, *, compile="inductor", max_plate_nesting=None, num_chains=1,
+                 init_strategy=init_to_uniform, transforms=None):  # fmt: skip
+        if compile is not None:
+            check_choice(compile, "compile", list(COMPILE_MODES))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*max_plate_nesting.*")
+            init, self._potential_fn, self.transforms, self.prototype = initialize_model(
+                model,
+                model_args=tuple(args),
+                model_kwargs=dict(kwargs or {}),
+                max_plate_nesting=max_plate_nesting,
+                num_chains=num_chains,
+                init_strategy=init_strategy,
+                transforms=transforms,
+            )
+        self.names = list(init)
+        lead = 1 if num_chains > 1 else 0
+        self.shapes = [tuple(init[n].shape[lead:]) for n in self.names]
+        self.sizes = [math.prod(s) for s in self.shapes]
+        self.dim = sum(self.sizes)
+        first = init[self.names[0]] if self.names else torch.zeros(())
+        self.dtype, self.device = first.dtype, first.device
+        self._np_dtype = torch.empty((), dtype=self.dtype).numpy().dtype
+        flat = [init[n].reshape(num_chains, -1) if lead else init[n].reshape(1, -1) for n in self.names]
+        self.initial = torch.cat(flat, -1).detach().to("cpu", torch.float64).numpy() if flat else np.zeros((1, 0))
+        self.mode, self.fallback, self.compile_seconds = None, None, 0.0
+        self.note, self.nodes = None, 0
+        self._graph = None
+        if compile is not None and self.dim:
+            t0 = time.perf_counter()
+            try:
+                self._graph, self.mode = self._compiled(compile)
+            except GraphUnsupported as error:
+                self.fallback = str(error)
+            self.compile_seconds = time.perf_counter() - t0
+
+    # -- the function --------------------------------------------------------------------------
+    def _unflatten(self, z):
+        parts = torch.split(z, self.sizes, -1)
+        return {n: p.reshape(s) for n, p, s in zip(self.names, parts, self.shapes)}
+
+    def _value_and_grad(self, z):
+        value = self._potential_fn(self._unflatten(z))
+        (grad,) = torch.autograd.grad(value, z)
+        return value.detach(), grad
+
+    def eager(self, z: torch.Tensor) -> tuple:
+        """Pyro's potential and its gradient at ``z`` (a tensor), eagerly."""
+        with torch.enable_grad(), pyro.validation_enabled(False):
+            return self._value_and_grad(z.detach().requires_grad_(True))
+
+    def _tensor(self, z):
+        return torch.as_tensor(z, dtype=self.dtype).to(self.device)
+
+    def __call__(self, z: np.ndarray) -> tuple:
+        if self._graph is None:
+            value, grad = self.eager(self._tensor(z))
+            return float(value), grad.to("cpu", torch.float64).numpy()
+        t = torch.from_numpy(z.astype(self._np_dtype))
+        if self.device.type != "cpu":
+            t = t.to(self.device)
+        with torch.no_grad():
+            value, grad = self._graph(t)
+        return float(value), grad.to("cpu").numpy().astype(np.float64)
+
+    # -- compiling -----------------------------------------------------------------------------
+    def _compiled(self, mode):
+        from torch.fx.experimental.proxy_tensor import make_fx
+
+        z0 = self._tensor(self.initial[0])
+        decompositions = None
+        if mode == "inductor":
+            _import_inductor()
+            from torch._inductor.decomposition import select_decomp_table
+
+            decompositions = select_decomp_table()
+        with torch.enable_grad(), pyro.validation_enabled(False), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                graph = make_fx(lambda z: self._value_and_grad(z), decomposition_table=decompositions)(
+                    z0.detach().requires_grad_(True)
+                )
+            except Exception as error:  # noqa: BLE001 (any failure to trace: say where, stay eager)
+                raise GraphUnsupported(_cause(error)) from error
+        self.nodes = len(graph.graph.nodes)
+        if mode == "inductor" and self.nodes > INDUCTOR_MAX_NODES:
+            self.note = (
+                f"the potential's graph has {self.nodes} operations (more than {INDUCTOR_MAX_NODES}: a loop unrolled, "
+                "such as an HMM's steps): inductor would take minutes to compile it, so it runs as TorchScript"
+            )
+            mode = "graph"
+        graph = _inductor(graph, z0) if mode == "inductor" else _torchscript(graph, z0)
+        self._check(graph, z0)
+        return graph, mode
+
+    def _check(self, graph, z0):
+        """The compiled potential must equal eager Pyro's at the initial point and at two points
+        around it (a graph that baked in one branch of a data-dependent ``if`` differs)."""
+        generator = torch.Generator().manual_seed(0)
+        for scale in (0.0, 0.5, 2.0):
+            noise = torch.randn(z0.shape, generator=generator, dtype=z0.dtype).to(z0.device)
+            z = z0 + scale * noise
+            value, grad = self.eager(z)
+            if not (torch.isfinite(value) and torch.isfinite(grad).all()):
+                continue
+            with torch.no_grad():
+                value_c, grad_c = graph(z)
+            scale_v = TOLERANCE * (1 + value.abs())
+            scale_g = TOLERANCE * (1 + grad.abs().max())
+            if (value_c - value).abs() > scale_v or (grad_c - grad).abs().max() > scale_g:
+                raise GraphUnsupported(
+                    f"the compiled potential differs from Pyro's at a test point (value {float(value_c):.6g} against "
+                    f"{float(value):.6g}): the model's Python control flow depends on the values of its latent "
+                    "variables"
+                )
+
+    # -- draws ---------------------------------------------------------------------------------
+    def constrain(self, z: np.ndarray) -> dict:
+        """Flat unconstrained draws ``(..., dim)`` -> ``{site: (..., *shape)}`` in each site's
+        support."""
+        t = torch.as_tensor(z, dtype=self.dtype).to(self.device)
+        lead = t.shape[:-1]
+        parts = torch.split(t, self.sizes, -1)
+        out = {}
+        for n, p, s in zip(self.names, parts, self.shapes):
+            value = p.reshape(*lead, *s)
+            transform = self.transforms.get(n)
+            out[n] = transform.inv(value) if transform is not None else value
+        return out
+
+
+def _torchscript(graph, z0):
+    """The traced graph as TorchScript: the same operations, run by TorchScript's interpreter
+    (2-8x faster per call than the FX graph's Python code; no compiler needed)."""
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return torch.jit.trace(graph, (z0,), check_trace=False)
+        except Exception as error:  # noqa: BLE001 (an op TorchScript cannot hold: the FX graph serves)
+            del error
+            return graph
+
+
+def _inductor(graph, z0):
+    """The graph compiled by inductor into one C++ function. Inductor's own entry point for an
+    already-traced aten graph is called directly: through ``torch.compile`` every call pays
+    for guards and wrappers (about 200 us against 13 us for the kernel itself on eight
+    schools); if that entry point is missing or fails (it is internal to torch), ``torch.compile``."""
+    with torch.no_grad():
+        try:
+            from torch._inductor.compile_fx import compile_fx_inner
+
+            compiled = compile_fx_inner(graph, [z0])
+            compiled([z0.clone()])
+
+            def call(z):
+                return compiled([z])
+
+            return call
+        except Exception:  # noqa: BLE001 (internal API: the public one below serves)
+            pass
+        try:
+            public = torch.compile(graph, fullgraph=True, dynamic=False)
+            public(z0)
+            return public
+        except Exception as error:  # noqa: BLE001 (no C++ compiler, an unsupported op, ...)
+            raise GraphUnsupported(f"inductor could not compile the potential ({_cause(error)})") from error
+
+
+__all__ = ["COMPILE_MODES", "Potential"]

@@ -1,0 +1,268 @@
+"""MCMC on a user's Pyro model at a compiled sampler's speed: ``mcmc(model, *args)``.
+
+    >>> from ppmodels.infer import mcmc
+    >>> result = mcmc(model, x, y)                         # doctest: +SKIP
+    >>> result.get_samples()["beta"].mean(0)               # doctest: +SKIP
+    >>> result.summary(); result.to_arviz()                # doctest: +SKIP
+
+The model is Pyro's (any sites, flat priors, discrete sites summed out by enumeration); its
+potential energy is compiled once (:class:`~ppmodels.infer.potential.Potential`) and driven by
+this library's NUTS/HMC (:mod:`ppmodels.infer.nuts`, Pyro's algorithm and defaults). Several
+chains run by default, in parallel processes when the machine has the cores, each from
+Pyro's ``init_to_uniform`` and with its own random stream: the same ``seed`` gives the same
+draws whether the chains run in parallel or one after another. ``engine="pyro"`` runs Pyro's
+own :class:`~pyro.infer.MCMC` instead (and so does an option this kernel does not have, such as
+``full_mass=True``; :attr:`MCMCResult.notes` says so).
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyro
+import torch
+from pyro.infer import HMC, MCMC, NUTS
+from pyro.ops.stats import effective_sample_size, split_gelman_rubin
+
+from .._validate import check_choice, check_nonnegative_int, check_positive_int
+from .initialization import init_to_uniform
+from .nuts import Chain, KernelSettings
+from .potential import COMPILE_MODES, Potential
+
+KERNELS = ("nuts", "hmc")
+ENGINES = ("ppmodels", "pyro")
+#: at most this many chains by default
+DEFAULT_MAX_CHAINS = 4
+#: the kernel options this library's kernel runs; any other goes to Pyro's kernel
+OWN_OPTIONS = set(KernelSettings.__dataclass_fields__)
+
+
+def cores() -> int:
+    """The cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def default_chains() -> int:
+    """Chains by default: one per core, at most :data:`DEFAULT_MAX_CHAINS`, at least 2 (r-hat
+    needs several)."""
+    return max(2, min(DEFAULT_MAX_CHAINS, cores()))
+
+
+@dataclass
+class MCMCResult:
+    """Draws from ``mcmc``: ``samples[site]`` is ``(chains, draws, *shape)`` in the site's support.
+
+    Pyro's :class:`~pyro.infer.MCMC` reading methods are here with the same names
+    (``get_samples``, ``diagnostics``, ``summary``, ``num_chains``), so code written for Pyro's
+    object reads this one. ``stats`` holds per chain the adapted step size, the inverse mass
+    matrix, tree depths and leapfrog steps; ``compile`` the potential's compile mode, its
+    fallback reason and its compile time; ``seconds`` the whole run.
+    """
+
+    samples: dict
+    divergences: dict
+    seconds: float
+    engine: str
+    compile: dict = field(default_factory=dict)
+    stats: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)
+
+    @property
+    def num_chains(self) -> int:
+        return next(iter(self.samples.values())).shape[0] if self.samples else 0
+
+    def get_samples(self, num_samples=None, group_by_chain=False) -> dict:
+        out = self.samples if group_by_chain else {k: v.reshape(-1, *v.shape[2:]) for k, v in self.samples.items()}
+        if num_samples is not None and not group_by_chain:
+            out = {k: v[:num_samples] for k, v in out.items()}
+        return out
+
+    def diagnostics(self) -> dict:
+        """Per site ``{"n_eff", "r_hat"}`` (Pyro's estimators, over all chains) and
+        ``"divergences": {"chain 0": [draw indices], ...}``, as Pyro's ``MCMC.diagnostics()``."""
+        out = {}
+        for name, value in self.samples.items():
+            v = value.double()
+            out[name] = {
+                "n_eff": effective_sample_size(v, chain_dim=0, sample_dim=1),
+                "r_hat": split_gelman_rubin(v, chain_dim=0, sample_dim=1),
+            }
+        out["divergences"] = self.divergences
+        return out
+
+    def min_ess(self) -> float:
+        d = self.diagnostics()
+        return min(float(d[s]["n_eff"].min()) for s in self.samples) if self.samples else float("nan")
+
+    def summary(self, prob=0.9) -> None:
+        from pyro.infer.mcmc.util import print_summary
+
+        print_summary(self.samples, prob=prob)
+
+    def to_arviz(self):
+        """An ArviZ ``InferenceData`` with the posterior (chains x draws) and the sampler's stats."""
+        import arviz as az
+
+        sample_stats = {
+            "diverging": np.stack([self.stats["divergent"][c] for c in range(self.num_chains)]),
+            "tree_depth": np.stack([self.stats["depths"][c] for c in range(self.num_chains)]),
+        } if self.stats.get("divergent") else None  # fmt: skip
+        posterior = {k: v.detach().cpu().numpy() for k, v in self.samples.items()}
+        return az.from_dict(posterior=posterior, sample_stats=sample_stats)
+
+
+# -- running ---------------------------------------------------------------------------------------
+_WORK = {}  # the parent's potential and settings, inherited by forked chain processes
+
+
+def _run_chain(task):
+    index, z0, seed, num_samples, warmup, threads, progress = task
+    if threads:
+        torch.set_num_threads(threads)
+    potential, settings = _WORK["potential"], _WORK["settings"]
+    rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(index + 1)[index])
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=num_samples + warmup, desc=f"chain {index}", position=index, leave=True)
+    try:
+        return Chain(potential, z0, rng, settings).run(num_samples, warmup, progress=bar.update if bar else None)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _chains(potential, settings, inits, seed, num_samples, warmup, processes, progress):
+    tasks = [(i, z0, seed, num_samples, warmup, 0, progress) for i, z0 in enumerate(inits)]
+    _WORK.update(potential=potential, settings=settings)
+    try:
+        if processes <= 1:
+            return [_run_chain(t) for t in tasks]
+        tasks = [(*t[:5], 1, t[6]) for t in tasks]  # one thread per process: the chains share the cores
+        # fork: the compiled potential is inherited, not rebuilt in each process
+        with multiprocessing.get_context("fork").Pool(processes) as pool:
+            return pool.map(_run_chain, tasks, chunksize=1)
+    finally:
+        _WORK.clear()
+
+
+def _kernel_settings(kernel, options) -> KernelSettings:
+    values = dict(options)
+    if kernel == "hmc":
+        values.pop("max_tree_depth", None)
+        if values.get("num_steps") is None and values.get("trajectory_length") is None:
+            values["trajectory_length"] = 2 * math.pi
+    return KernelSettings(**values)
+
+
+def mcmc(
+    model,
+    *args,
+    kernel: str = "nuts",
+    num_samples: int = 1000,
+    warmup_steps: int = 500,
+    num_chains: int | None = None,
+    compile: str | None = "inductor",
+    seed: int = 0,
+    progress: bool = False,
+    engine: str = "ppmodels",
+    max_plate_nesting: int | None = None,
+    init_strategy=init_to_uniform,
+    model_kwargs: dict | None = None,
+    processes: int | None = None,
+    **kernel_options,
+) -> MCMCResult:
+    """NUTS (or HMC) on ``model(*args)``, with the potential compiled.
+
+    :param kernel: ``"nuts"`` or ``"hmc"``.
+    :param num_samples: draws kept per chain, after ``warmup_steps`` adapting the step size and
+        a diagonal mass matrix.
+    :param num_chains: chains (default: one per core, 2 to 4); they run in ``processes``
+        parallel processes (default: as many as the cores allow).
+    :param compile: ``"inductor"`` (the potential and its gradient as one C++ function),
+        ``"graph"`` (the traced graph run by TorchScript, no compiler) or ``None`` (eager Pyro). A model that cannot
+        be traced runs eagerly; ``result.compile["fallback"]`` says why.
+    :param seed: the same seed gives the same draws, in parallel or not.
+    :param engine: ``"ppmodels"`` (this library's kernel) or ``"pyro"`` (Pyro's ``MCMC``, with
+        ``jit_compile`` when ``compile`` is set).
+    :param max_plate_nesting: as Pyro's; needed when discrete sites are enumerated and Pyro
+        cannot guess it.
+    :param kernel_options: Pyro's kernel options: ``step_size``, ``adapt_step_size``,
+        ``adapt_mass_matrix``, ``target_accept_prob``, ``max_tree_depth``, ``num_steps``,
+        ``trajectory_length`` here; any other (``full_mass``, ...) runs Pyro's kernel.
+    """
+    check_choice(kernel, "kernel", list(KERNELS))
+    check_choice(engine, "engine", list(ENGINES))
+    check_positive_int(num_samples, "num_samples")
+    check_nonnegative_int(warmup_steps, "warmup_steps")
+    if compile is not None:
+        check_choice(compile, "compile", list(COMPILE_MODES))
+    if not callable(model):
+        raise TypeError(f"model must be a callable Pyro model, got {type(model).__name__}")
+    num_chains = default_chains() if num_chains is None else check_positive_int(num_chains, "num_chains")
+    processes = min(num_chains, cores()) if processes is None else check_positive_int(processes, "processes")
+    notes = []
+    foreign = sorted(set(kernel_options) - OWN_OPTIONS)
+    if engine == "pyro" or foreign:
+        if foreign and engine != "pyro":
+            notes.append(f"Pyro's MCMC ran: this library's kernel has no option {foreign}")
+        return _pyro_mcmc(model, args, model_kwargs, kernel, num_samples, warmup_steps, num_chains, compile, seed,
+                          progress, max_plate_nesting, init_strategy, kernel_options, notes)  # fmt: skip
+    settings = _kernel_settings(kernel, kernel_options)
+    start = time.perf_counter()
+    pyro.set_rng_seed(seed)
+    potential = Potential(model, args, model_kwargs, compile=compile, max_plate_nesting=max_plate_nesting,
+                          num_chains=num_chains, init_strategy=init_strategy)  # fmt: skip
+    if potential.fallback:
+        notes.append(f"compile={compile!r} was not used: {potential.fallback}; the potential ran eagerly")
+    if potential.note:
+        notes.append(potential.note)
+    if not potential.dim:
+        raise ValueError("the model has no continuous latent sites to sample (every site is observed or discrete)")
+    chains = _chains(potential, settings, list(potential.initial), seed, num_samples, warmup_steps, processes, progress)
+    draws = np.stack([c.draws for c in chains])
+    samples = potential.constrain(draws)
+    seconds = time.perf_counter() - start
+    stats = {
+        "step_size": [c.step_size for c in chains],
+        "inverse_mass": [c.inverse_mass for c in chains],
+        "depths": [c.depths for c in chains],
+        "leapfrogs": [c.leapfrogs for c in chains],
+        "warmup_leapfrogs": [c.warmup_leapfrogs for c in chains],
+        "divergent": [c.divergent for c in chains],
+        "accept_prob": [c.accept_prob for c in chains],
+        "processes": min(processes, num_chains),
+    }
+    divergences = {f"chain {i}": np.flatnonzero(c.divergent).tolist() for i, c in enumerate(chains)}
+    compiled = {"mode": potential.mode, "fallback": potential.fallback, "seconds": potential.compile_seconds}
+    return MCMCResult(samples, divergences, seconds, "ppmodels", compiled, stats, notes)
+
+
+def _pyro_mcmc(model, args, model_kwargs, kernel, num_samples, warmup, num_chains, compile, seed, progress,
+               max_plate_nesting, init_strategy, options, notes) -> MCMCResult:  # fmt: skip
+    options = dict(options)
+    if kernel == "hmc":
+        options.pop("max_tree_depth", None)
+    options.setdefault("init_strategy", init_strategy)
+    options.setdefault("max_plate_nesting", max_plate_nesting)
+    if compile is not None:
+        options.setdefault("jit_compile", True)
+        options.setdefault("ignore_jit_warnings", True)
+    pyro.set_rng_seed(seed)
+    start = time.perf_counter()
+    sampler = MCMC((NUTS if kernel == "nuts" else HMC)(model, **options), num_samples=num_samples,
+                   warmup_steps=warmup, num_chains=num_chains, disable_progbar=not progress)  # fmt: skip
+    sampler.run(*args, **(model_kwargs or {}))
+    samples = sampler.get_samples(group_by_chain=True)
+    divergences = sampler.diagnostics().get("divergences") or {}
+    compiled = {"mode": "pyro-jit" if options.get("jit_compile") else None, "fallback": None, "seconds": 0.0}
+    return MCMCResult(samples, divergences, time.perf_counter() - start, "pyro", compiled, {}, notes)
+
+
+__all__ = ["ENGINES", "KERNELS", "MCMCResult", "cores", "default_chains", "mcmc"]

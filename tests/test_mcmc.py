@@ -1,0 +1,196 @@
+"""mcmc(): this library's NUTS/HMC on a compiled potential, against closed forms and Pyro."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.infer import config_enumerate
+from pyro.infer.mcmc.adaptation import WarmupAdapter
+
+from ppmodels import posteriordb
+from ppmodels.infer import mcmc
+from ppmodels.infer.nuts import adaptation_windows
+from ppmodels.infer.potential import Potential
+
+
+# -- a conjugate regression: the posterior is Gaussian, in closed form --------------------------
+def _data():
+    g = torch.Generator().manual_seed(3)
+    base = torch.randn(50, 1, generator=g)
+    X = torch.cat([base, base + 0.3 * torch.randn(50, 1, generator=g), torch.randn(50, 1, generator=g)], 1)
+    y = X @ torch.tensor([1.0, -0.5, 2.0]) + torch.randn(50, generator=g)
+    return X, y
+
+
+def regression(X, y):
+    beta = pyro.sample("beta", dist.Normal(0.0, 1.0).expand([3]).to_event(1))
+    with pyro.plate("data", len(y)):
+        pyro.sample("y", dist.Normal(X @ beta, 1.0), obs=y)
+
+
+def _exact(X, y):
+    X, y = X.double(), y.double()
+    cov = torch.linalg.inv(X.T @ X + torch.eye(3, dtype=torch.float64))
+    return cov @ X.T @ y, cov.diagonal().sqrt()
+
+
+def _check_against_exact(result, X, y, tol_sd=0.15):
+    mean, sd = _exact(X, y)
+    draws = result.get_samples()["beta"].double()
+    ess = result.diagnostics()["beta"]["n_eff"].double()
+    # the mean within 4.5 Monte Carlo standard errors; the sd within tol_sd
+    assert ((draws.mean(0) - mean).abs() < 4.5 * sd / ess.sqrt()).all(), (draws.mean(0), mean, ess)
+    assert ((draws.std(0) / sd - 1).abs() < tol_sd).all(), (draws.std(0), sd)
+
+
+@pytest.fixture(scope="module")
+def compiled_run():
+    X, y = _data()
+    return X, y, mcmc(regression, X, y, num_samples=500, warmup_steps=300, num_chains=2, seed=0)
+
+
+def test_compiled_nuts_matches_the_closed_form_posterior(compiled_run):
+    X, y, result = compiled_run
+    assert result.compile["mode"] == "inductor" and result.compile["fallback"] is None
+    assert result.engine == "ppmodels" and result.num_chains == 2
+    assert result.samples["beta"].shape == (2, 500, 3)
+    _check_against_exact(result, X, y)
+    r_hat = result.diagnostics()["beta"]["r_hat"]
+    assert (r_hat < 1.05).all()
+    assert not any(result.divergences.values())
+
+
+def test_eager_and_hmc_also_match_the_closed_form():
+    X, y = _data()
+    eager = mcmc(regression, X, y, num_samples=300, warmup_steps=200, num_chains=2, compile=None, seed=1)
+    assert eager.compile["mode"] is None
+    _check_against_exact(eager, X, y, tol_sd=0.2)
+    hmc = mcmc(regression, X, y, kernel="hmc", num_samples=300, warmup_steps=200, num_chains=2, compile="graph", seed=2)
+    assert hmc.compile["mode"] == "graph"
+    _check_against_exact(hmc, X, y, tol_sd=0.2)
+
+
+def test_the_compiled_potential_equals_pyros():
+    X, y = _data()
+    pyro.set_rng_seed(0)
+    potential = Potential(regression, (X, y), compile="graph")
+    z = np.array([0.3, -0.2, 1.1])
+    value, grad = potential(z)
+    eager_value, eager_grad = potential.eager(torch.tensor(z, dtype=torch.float32))
+    assert value == pytest.approx(float(eager_value), rel=1e-6)
+    assert np.allclose(grad, eager_grad.double().numpy(), rtol=1e-5)
+    # the closed form: U = |y - X b|^2 / 2 + |b|^2 / 2 + const; dU/db = -X'(y - X b) + b
+    b = torch.tensor(z, dtype=torch.float64)
+    expected = -X.double().T @ (y.double() - X.double() @ b) + b
+    assert np.allclose(grad, expected.numpy(), rtol=1e-4, atol=1e-3)
+
+
+def test_chains_are_reproducible_by_seed_in_parallel_or_not(compiled_run):
+    X, y, first = compiled_run
+    again = mcmc(regression, X, y, num_samples=500, warmup_steps=300, num_chains=2, seed=0, processes=1)
+    assert again.stats["processes"] == 1 and first.stats["processes"] == 2
+    assert torch.equal(first.samples["beta"], again.samples["beta"])
+    other = mcmc(regression, X, y, num_samples=20, warmup_steps=10, num_chains=2, seed=5, processes=1)
+    assert not torch.equal(first.samples["beta"][:, :20], other.samples["beta"])
+
+
+def test_adaptation_windows_are_pyros():
+    for warmup in (10, 19, 20, 100, 150, 500, 1000, 1234):
+        adapter = WarmupAdapter()
+        adapter._warmup_steps = warmup
+        pyros = [(w.start, w.end) for w in adapter._build_adaptation_schedule()]
+        assert adaptation_windows(warmup) == pyros, warmup
+
+
+# -- discrete sites summed out by enumeration --------------------------------------------------
+@config_enumerate
+def shifted_mixture(y):
+    """y_i is an equal mixture of normal(mu - 2, 1) and normal(mu + 2, 1), the component a
+    discrete site per datum; mu ~ normal(0, 1)."""
+    mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+    with pyro.plate("data", len(y)):
+        k = pyro.sample("k", dist.Bernoulli(0.5))
+        pyro.sample("y", dist.Normal(mu + 4.0 * k - 2.0, 1.0), obs=y)
+
+
+def test_enumerated_discrete_sites_are_summed_out_in_the_compiled_potential():
+    y = torch.tensor([-1.2, 2.9, 3.4, -0.1, 2.2, -1.9])
+    result = mcmc(shifted_mixture, y, num_samples=800, warmup_steps=300, num_chains=2, seed=0, max_plate_nesting=1)
+    assert result.compile["mode"] == "inductor", result.compile
+    # exact: the one-dimensional posterior of mu on a fine grid
+    grid = torch.linspace(-6.0, 6.0, 24001, dtype=torch.float64)
+    yy = y.double()
+    log_lik = torch.logaddexp(
+        dist.Normal(grid[:, None] - 2, 1.0).log_prob(yy), dist.Normal(grid[:, None] + 2, 1.0).log_prob(yy)
+    ).sum(-1)
+    w = (log_lik + dist.Normal(0.0, 1.0).log_prob(grid)).softmax(0)
+    exact_mean = float((w * grid).sum())
+    exact_sd = float((w * (grid - exact_mean) ** 2).sum().sqrt())
+    draws = result.get_samples()["mu"]
+    assert draws.shape == (1600,)
+    ess = float(result.diagnostics()["mu"]["n_eff"])
+    assert abs(float(draws.mean()) - exact_mean) < 4.5 * exact_sd / math.sqrt(ess)
+    assert abs(float(draws.std()) / exact_sd - 1) < 0.15
+
+
+# -- the fallback and Pyro's engine -------------------------------------------------------------
+def branching(y):
+    mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+    shift = 1.0 if mu > 0 else -1.0  # Python control flow on a latent's value
+    with pyro.plate("data", len(y)):
+        pyro.sample("y", dist.Normal(mu + shift, 1.0), obs=y)
+
+
+def test_a_model_that_cannot_be_traced_runs_eagerly_and_says_why():
+    y = torch.tensor([0.5, 1.5])
+    result = mcmc(branching, y, num_samples=30, warmup_steps=20, num_chains=1, seed=0)
+    assert result.compile["mode"] is None
+    assert "data-dependent" in result.compile["fallback"] or "differs" in result.compile["fallback"]
+    assert any("ran eagerly" in note for note in result.notes)
+    assert result.samples["mu"].shape == (1, 30)
+
+
+def test_an_option_this_kernel_lacks_runs_pyros_mcmc_and_says_so():
+    X, y = _data()
+    result = mcmc(regression, X, y, num_samples=20, warmup_steps=10, num_chains=1, full_mass=True, compile=None)
+    assert result.engine == "pyro"
+    assert "full_mass" in result.notes[0]
+    assert result.samples["beta"].shape == (1, 20, 3)
+    assert "n_eff" in result.diagnostics()["beta"]
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"kernel": "gibbs"}, r"kernel.*nuts.*'gibbs'"),
+        ({"num_samples": 0}, "num_samples"),
+        ({"compile": "fast"}, r"compile.*'fast'"),
+        ({"engine": "stan"}, r"engine.*'stan'"),
+        ({"num_chains": -1}, "num_chains"),
+    ],
+)
+def test_bad_arguments_are_named(kwargs, match):
+    X, y = _data()
+    with pytest.raises(ValueError, match=match):
+        mcmc(regression, X, y, **kwargs)
+
+
+def test_a_model_that_is_not_callable_is_refused():
+    with pytest.raises(TypeError, match="model must be a callable"):
+        mcmc("regression")
+
+
+# -- a reference posterior ---------------------------------------------------------------------
+def test_eight_schools_matches_posteriordbs_reference():
+    problem = posteriordb.load("eight_schools-eight_schools_noncentered")
+    result = mcmc(problem.model, *problem.args, num_chains=2, seed=0)
+    rows = problem.reference.score(problem.stan_draws(result.get_samples()))
+    assert max(abs(r["mean_error_sds"]) for r in rows) < 0.15
+    assert all(0.85 < r["sd_ratio"] < 1.15 for r in rows)
+    data = result.to_arviz()
+    assert data.posterior["mu"].shape == (2, 1000)
