@@ -51,7 +51,9 @@ def models() -> dict:
         numpyro.factor("y", log_lik.sum())
 
     def hmm(y, num_states):
-        transition = numpyro.sample("transition", nd.Dirichlet(jnp.ones(num_states) + 4 * jnp.eye(num_states)).to_event(1))
+        transition = numpyro.sample(
+            "transition", nd.Dirichlet(jnp.ones(num_states) + 4 * jnp.eye(num_states)).to_event(1)
+        )
         locs = numpyro.sample("locs", nd.Normal(jnp.arange(num_states) * 4.0, 1.0).to_event(1))
         emit = nd.Normal(locs, 1.0).log_prob(y[:, None])  # [t, state]
         log_t = jnp.log(transition)
@@ -64,4 +66,11 @@ def models() -> dict:
         alpha, _ = jax.lax.scan(step, start, emit[1:])
         numpyro.factor("y", jax.nn.logsumexp(alpha))
 
-    return {"blr": blr, "eight_schools": eight_schools, "ar_k": ar_k, "gp_regr": gp_regr, "mixture": mixture, "hmm": hmm}
+    return {
+        "blr": blr,
+        "eight_schools": eight_schools,
+        "ar_k": ar_k,
+        "gp_regr": gp_regr,
+        "mixture": mixture,
+        "hmm": hmm,
+    }

@@ -281,7 +281,8 @@ def sbc(
     :param int workers: processes running simulations in parallel.
     :param settings: compare's settings for the method (``vi_epochs``, ``num_samples``,
         ``warmup_steps``, ``lr``, ``num_vi_samples``, ...; ``diagnostics``, PSIS and LOO
-        after each fit, is off unless asked for).
+        after each fit, is off unless asked for; MCMC runs one chain, ``num_chains=1``, unless
+        asked for more: the simulations are the parallel work).
     :returns: :class:`SBCResult`.
     """
     from .methods import Settings, method_of
@@ -298,7 +299,7 @@ def sbc(
     for name in ("seed", "progress"):
         if name in settings:
             raise TypeError(f"pass {name} to sbc itself, not as a method setting")
-    chosen = Settings.checked(seed=seed, **{"diagnostics": False, **settings})
+    chosen = Settings.checked(seed=seed, **{"diagnostics": False, "num_chains": 1, **settings})
     runner = method_of(method)
     simulate(model_fn, args, seed)  # fails now, with its message, if the model cannot simulate
     done = _load(out, runner.name, num_draws, seed, chosen) if out is not None else {}

@@ -91,10 +91,10 @@ def compare(
         by :func:`~ppmodels.infer.sampling.mcmc`; r-hat compares them.
     :param mcmc_compile: how MCMC's potential energy is compiled (``mcmc``'s ``compile``:
         ``"inductor"``, ``"graph"`` or ``None`` for eager Pyro).
-    :param dict kernel_options: keyword arguments for the MCMC kernels, e.g.
-        ``{"max_tree_depth": 6}`` (NUTS); an option this library's kernel does not have
-        (``{"jit_compile": True}``, ``{"full_mass": True}``) runs Pyro's ``MCMC`` instead, and the
-        report's notes say so.
+    :param dict kernel_options: keyword arguments for :func:`~ppmodels.infer.sampling.mcmc` and
+        its kernels, e.g. ``{"max_tree_depth": 6}`` (NUTS) or ``{"engine": "pyro"}``; an option
+        this library's kernel does not have (``{"jit_compile": True}``, ``{"full_mass": True}``)
+        runs Pyro's ``MCMC`` instead, and the report's notes say so.
     :returns: :class:`Comparison`. Discrete latents are summed out: VI with ``enum`` (the
         guides cover the continuous latents), NUTS/HMC with Pyro's enumeration; each
         method's posterior marginals of the discrete sites are in ``method.discrete``.

@@ -28,11 +28,11 @@ from .elbo import get_elbo
 from .fit import fit
 from .laplace import whitened_guide
 from .loo import pointwise, psis_loo, relative_efficiency
-from .sampling import KERNELS as MCMC_KERNELS
-from .sampling import mcmc as run_mcmc
 from .potential import COMPILE_MODES
 from .problem import _names
 from .psis import USABLE, psis
+from .sampling import KERNELS as MCMC_KERNELS
+from .sampling import mcmc as run_mcmc
 
 #: guide names -> Pyro autoguides
 GUIDES = {

@@ -129,7 +129,9 @@ class Chain:
         self.z = np.asarray(z0, dtype=np.float64).copy()
         self.u, self.g = potential(self.z)
         if not math.isfinite(self.u):
-            raise ValueError(f"the potential energy at the initial point is {self.u} (the model's log density is not finite there)")
+            raise ValueError(
+                f"the potential energy at the initial point is {self.u} (the model's log density is not finite there)"
+            )
         self.inv_mass = np.ones_like(self.z)
         self.step_size = settings.step_size
         self.leapfrogs = 0
@@ -219,7 +221,9 @@ class Chain:
             if tree.turning:
                 break
             depth += 1
-            if tree.log_w > -math.inf and self.rng.random() < math.exp(min(0.0, tree.log_w - log_w)):  # biased progressive
+            if tree.log_w > -math.inf and self.rng.random() < math.exp(
+                min(0.0, tree.log_w - log_w)
+            ):  # biased progressive
                 self.z, self.u, self.g = tree.z, tree.u, tree.g
             p_sum = p_sum + tree.p_sum
             if self._turning(p_l, p_r, p_sum):
@@ -248,6 +252,7 @@ class Chain:
     def find_step_size(self):
         """Double or halve the step size until one leapfrog step's acceptance crosses 0.8
         (Pyro's ``_find_reasonable_step_size``)."""
+
         def log_accept():
             p = self._momentum()
             z, p2, g, u = self._leapfrog(self.z, p, self.g, self.step_size)

@@ -142,7 +142,7 @@ def _chains(potential, settings, inits, seed, num_samples, warmup, processes, pr
     tasks = [(i, z0, seed, num_samples, warmup, 0, progress) for i, z0 in enumerate(inits)]
     _WORK.update(potential=potential, settings=settings)
     try:
-        if processes <= 1:
+        if processes <= 1 or multiprocessing.current_process().daemon:  # a daemon may not start processes
             return [_run_chain(t) for t in tasks]
         tasks = [(*t[:5], 1, t[6]) for t in tasks]  # one thread per process: the chains share the cores
         # fork: the compiled potential is inherited, not rebuilt in each process
