@@ -194,3 +194,25 @@ def test_eight_schools_matches_posteriordbs_reference():
     assert all(0.85 < r["sd_ratio"] < 1.15 for r in rows)
     data = result.to_arviz()
     assert data.posterior["mu"].shape == (2, 1000)
+
+
+def correlated_pair(y):
+    """A correlation r with a flat prior on the real line: the Cholesky of [[1, r], [r, 1]]
+    fails wherever |r| >= 1."""
+    r = pyro.sample("r", dist.Normal(0.0, 0.3))
+    cov = torch.stack([torch.stack([torch.ones_like(r), r]), torch.stack([r, torch.ones_like(r)])])
+    with pyro.plate("data", len(y)):
+        pyro.sample("y", dist.MultivariateNormal(torch.zeros(2), scale_tril=torch.linalg.cholesky(cov)), obs=y)
+
+
+@pytest.mark.parametrize("mode", [None, "inductor"])
+def test_a_failing_cholesky_is_an_infinite_potential_not_a_crash(mode):
+    y = torch.tensor([[0.5, 0.4], [-1.0, -0.7], [0.2, 0.3]])
+    pyro.set_rng_seed(0)
+    potential = Potential(correlated_pair, (y,), compile=mode)
+    assert potential.mode == mode, potential.fallback
+    value, grad = potential(np.array([1.5]))
+    assert value == math.inf and np.isnan(grad).all()
+    assert math.isfinite(potential(np.array([0.3]))[0])
+    result = mcmc(correlated_pair, y, num_samples=100, warmup_steps=100, num_chains=1, compile=mode, seed=0)
+    assert (result.samples["r"].abs() < 1).all()
