@@ -45,10 +45,10 @@ def models() -> dict:
 
     def mixture(y):
         weights = numpyro.sample("weights", nd.Dirichlet(jnp.ones(2)))
-        locs = numpyro.sample("locs", nd.Normal(jnp.array([-3.0, 3.0]), 1.0).to_event(1))
+        loc = numpyro.sample("loc", nd.Normal(0.0, 10.0))
         scale = numpyro.sample("scale", nd.LogNormal(0.0, 2.0))
-        log_lik = jax.nn.logsumexp(jnp.log(weights) + nd.Normal(locs, scale).log_prob(y[:, None]), -1)
-        numpyro.factor("y", log_lik.sum())
+        components = jnp.stack([nd.Normal(loc, scale).log_prob(y), nd.Normal(0.0, 10.0).log_prob(y)], -1)
+        numpyro.factor("y", jax.nn.logsumexp(jnp.log(weights) + components, -1).sum())
 
     def hmm(y, num_states):
         transition = numpyro.sample(

@@ -108,33 +108,15 @@ def fit_steps(problem, steps, seed, compile):
 def numpyro_fullrank(name, problem, seed, steps=10_000, lr=0.01):
     import jax
     import numpyro
-    import numpyro.distributions as nd
+    from _numpyro_models import models
     from numpyro.infer import SVI, Trace_ELBO
     from numpyro.infer.autoguide import AutoMultivariateNormal
 
-    if name == "sblrc-blr":
-        X, y = (a.numpy() for a in problem.args)
-
-        def model(X, y):
-            beta = numpyro.sample("beta", nd.Normal(0.0, 10.0).expand([X.shape[1]]).to_event(1))
-            sigma = numpyro.sample("sigma", nd.HalfNormal(10.0))
-            with numpyro.plate("data", len(y)):
-                numpyro.sample("y", nd.Normal(X @ beta, sigma), obs=y)
-
-        args = (X, y)
-    elif name == "eight_schools-eight_schools_noncentered":
-        y, sigma = (a.numpy() for a in problem.args)
-
-        def model(y, sigma):
-            mu = numpyro.sample("mu", nd.Normal(0.0, 5.0))
-            tau = numpyro.sample("tau", nd.HalfCauchy(5.0))
-            with numpyro.plate("schools", len(y)):
-                theta_trans = numpyro.sample("theta_trans", nd.Normal(0.0, 1.0))
-                numpyro.sample("y", nd.Normal(theta_trans * tau + mu, sigma), obs=y)
-
-        args = (y, sigma)
-    else:
+    written = {"sblrc-blr": "blr", "eight_schools-eight_schools_noncentered": "eight_schools"}
+    if name not in written:
         return None
+    model = models()[written[name]]
+    args = tuple(a.numpy() for a in problem.args)
     guide = AutoMultivariateNormal(model)
     svi = SVI(model, guide, numpyro.optim.Adam(lr), Trace_ELBO())
     start = time.perf_counter()

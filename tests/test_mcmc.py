@@ -97,6 +97,8 @@ def test_chains_are_reproducible_by_seed_in_parallel_or_not(compiled_run):
     assert torch.equal(first.samples["beta"], again.samples["beta"])
     other = mcmc(regression, X, y, num_samples=20, warmup_steps=10, num_chains=2, seed=5, processes=1)
     assert not torch.equal(first.samples["beta"][:, :20], other.samples["beta"])
+    # compile="auto": inductor for 2 x 800 iterations, the TorchScript graph for 2 x 30
+    assert first.compile["mode"] == "inductor" and other.compile["mode"] == "graph"
 
 
 def test_adaptation_windows_are_pyros():

@@ -70,6 +70,12 @@ def add_parsers(sub, explicit):
     o.add("--mcmc", type=names, default=("nuts",), help="comma-separated kernels: nuts, hmc (none: VI only)")
     o.add("--num-samples", type=positive_int, default=1000, help="MCMC samples")
     o.add("--warmup", type=nonnegative_int, default=500, help="MCMC warm-up steps")
+    o.add(
+        "--chains",
+        type=positive_int,
+        default=None,
+        help="MCMC chains, run in parallel processes (default: one per core, 2 to 4)",
+    )
     o.add("--vi-epochs", type=positive_int, default=3000, help="the most SVI steps per guide")
     o.add(
         "--vi-stop",
@@ -168,6 +174,7 @@ def _compare_options(args) -> dict:
         "mcmc": args.mcmc,
         "num_samples": args.num_samples,
         "warmup_steps": args.warmup,
+        "num_chains": args.chains,
         "vi_epochs": args.vi_epochs,
         "vi_start": args.vi_start,
         "vi_stop": args.vi_stop,
@@ -177,7 +184,7 @@ def _compare_options(args) -> dict:
 
 
 def _settings(args) -> dict:
-    keys = ("guides", "mcmc", "num_samples", "warmup", "vi_epochs", "vi_start", "vi_stop", "seed")
+    keys = ("guides", "mcmc", "num_samples", "warmup", "chains", "vi_epochs", "vi_start", "vi_stop", "seed")
     return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(args).items() if k in keys}
 
 

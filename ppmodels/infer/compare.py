@@ -34,7 +34,7 @@ def compare(
     num_samples=1000,
     warmup_steps=500,
     num_chains=None,
-    mcmc_compile="inductor",
+    mcmc_compile="auto",
     vi_epochs=3000,
     lr=0.05,
     num_particles=None,
@@ -90,7 +90,7 @@ def compare(
     :param num_chains: MCMC chains (default: one per core, 2 to 4), run in parallel processes
         by :func:`~ppmodels.infer.sampling.mcmc`; r-hat compares them.
     :param mcmc_compile: how MCMC's potential energy is compiled (``mcmc``'s ``compile``:
-        ``"inductor"``, ``"graph"`` or ``None`` for eager Pyro).
+        ``"auto"``, ``"inductor"``, ``"graph"`` or ``None`` for eager Pyro).
     :param dict kernel_options: keyword arguments for :func:`~ppmodels.infer.sampling.mcmc` and
         its kernels, e.g. ``{"max_tree_depth": 6}`` (NUTS) or ``{"engine": "pyro"}``; an option
         this library's kernel does not have (``{"jit_compile": True}``, ``{"full_mass": True}``)

@@ -66,7 +66,7 @@ class Settings:
     num_samples: int = 1000
     warmup_steps: int = 500
     num_chains: int | None = None  # MCMC chains: one per core, 2 to 4 (sampling.default_chains)
-    mcmc_compile: str | None = "inductor"  # the potential's compile mode (mcmc's compile=)
+    mcmc_compile: str | None = "auto"  # the potential's compile mode (mcmc's compile=)
     kernel_options: dict | None = None
     vi_start: str = "laplace"
     vi_stop: str = "converged"
@@ -84,7 +84,7 @@ class Settings:
         if options.get("num_chains") is not None:
             check_positive_int(options["num_chains"], "num_chains")
         if options.get("mcmc_compile") is not None:
-            check_choice(options["mcmc_compile"], "mcmc_compile", list(COMPILE_MODES))
+            check_choice(options["mcmc_compile"], "mcmc_compile", ["auto", *COMPILE_MODES])
         if "warmup_steps" in options:
             check_nonnegative_int(options["warmup_steps"], "warmup_steps")
         if options.get("num_particles") is not None:

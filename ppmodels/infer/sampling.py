@@ -38,6 +38,8 @@ KERNELS = ("nuts", "hmc")
 ENGINES = ("ppmodels", "pyro")
 #: at most this many chains by default
 DEFAULT_MAX_CHAINS = 4
+#: ``compile="auto"`` picks inductor for runs of at least this many iterations over all chains
+INDUCTOR_ITERATIONS = 1000
 #: the kernel options this library's kernel runs; any other goes to Pyro's kernel
 OWN_OPTIONS = set(KernelSettings.__dataclass_fields__)
 
@@ -168,7 +170,7 @@ def mcmc(
     num_samples: int = 1000,
     warmup_steps: int = 500,
     num_chains: int | None = None,
-    compile: str | None = "inductor",
+    compile: str | None = "auto",
     seed: int = 0,
     progress: bool = False,
     engine: str = "ppmodels",
@@ -185,9 +187,13 @@ def mcmc(
         a diagonal mass matrix.
     :param num_chains: chains (default: one per core, 2 to 4); they run in ``processes``
         parallel processes (default: as many as the cores allow).
-    :param compile: ``"inductor"`` (the potential and its gradient as one C++ function),
-        ``"graph"`` (the traced graph run by TorchScript, no compiler) or ``None`` (eager Pyro). A model that cannot
-        be traced runs eagerly; ``result.compile["fallback"]`` says why.
+    :param compile: ``"inductor"`` (the potential and its gradient as one C++ function: 5-12 s
+        to compile, then about 10 us a call), ``"graph"`` (the traced graph run by
+        TorchScript: a second or two, then about 0.4 ms a call), ``None`` (eager Pyro, about
+        3 ms a call), or ``"auto"``: inductor when the run has at least
+        :data:`INDUCTOR_ITERATIONS` iterations over all chains, where its compile time pays,
+        the graph otherwise. A model that cannot be traced runs eagerly;
+        ``result.compile["fallback"]`` says why.
     :param seed: the same seed gives the same draws, in parallel or not.
     :param engine: ``"ppmodels"`` (this library's kernel) or ``"pyro"`` (Pyro's ``MCMC``, with
         ``jit_compile`` when ``compile`` is set).
@@ -202,7 +208,7 @@ def mcmc(
     check_positive_int(num_samples, "num_samples")
     check_nonnegative_int(warmup_steps, "warmup_steps")
     if compile is not None:
-        check_choice(compile, "compile", list(COMPILE_MODES))
+        check_choice(compile, "compile", ["auto", *COMPILE_MODES])
     if not callable(model):
         raise TypeError(f"model must be a callable Pyro model, got {type(model).__name__}")
     num_chains = default_chains() if num_chains is None else check_positive_int(num_chains, "num_chains")
@@ -215,6 +221,8 @@ def mcmc(
         return _pyro_mcmc(model, args, model_kwargs, kernel, num_samples, warmup_steps, num_chains, compile, seed,
                           progress, max_plate_nesting, init_strategy, kernel_options, notes)  # fmt: skip
     settings = _kernel_settings(kernel, kernel_options)
+    if compile == "auto":
+        compile = "inductor" if num_chains * (num_samples + warmup_steps) >= INDUCTOR_ITERATIONS else "graph"
     start = time.perf_counter()
     pyro.set_rng_seed(seed)
     potential = Potential(model, args, model_kwargs, compile=compile, max_plate_nesting=max_plate_nesting,
