@@ -144,7 +144,7 @@ def _chains(potential, settings, inits, seed, num_samples, warmup, processes, pr
     tasks = [(i, z0, seed, num_samples, warmup, 0, progress) for i, z0 in enumerate(inits)]
     _WORK.update(potential=potential, settings=settings)
     try:
-        if processes <= 1 or multiprocessing.current_process().daemon:  # a daemon may not start processes
+        if not _can_fork(potential, processes):
             return [_run_chain(t) for t in tasks]
         tasks = [(*t[:5], 1, t[6]) for t in tasks]  # one thread per process: the chains share the cores
         # fork: the compiled potential is inherited, not rebuilt in each process
@@ -152,6 +152,18 @@ def _chains(potential, settings, inits, seed, num_samples, warmup, processes, pr
             return pool.map(_run_chain, tasks, chunksize=1)
     finally:
         _WORK.clear()
+
+
+def _can_fork(potential, processes) -> bool:
+    """Chains run in forked processes unless there is one process to run, this is a daemon
+    (which may not start processes), the platform cannot fork, or the potential lives on a
+    GPU (CUDA does not survive a fork): then one after another, with the same draws."""
+    return (
+        processes > 1
+        and not multiprocessing.current_process().daemon
+        and "fork" in multiprocessing.get_all_start_methods()
+        and potential.device.type == "cpu"
+    )
 
 
 def _kernel_settings(kernel, options) -> KernelSettings:
@@ -245,7 +257,7 @@ def mcmc(
         "warmup_leapfrogs": [c.warmup_leapfrogs for c in chains],
         "divergent": [c.divergent for c in chains],
         "accept_prob": [c.accept_prob for c in chains],
-        "processes": min(processes, num_chains),
+        "processes": min(processes, num_chains) if _can_fork(potential, min(processes, num_chains)) else 1,
     }
     divergences = {f"chain {i}": np.flatnonzero(c.divergent).tolist() for i, c in enumerate(chains)}
     compiled = {"mode": potential.mode, "fallback": potential.fallback, "seconds": potential.compile_seconds}
