@@ -144,7 +144,7 @@ def _chains(potential, settings, inits, seed, num_samples, warmup, processes, pr
     tasks = [(i, z0, seed, num_samples, warmup, 0, progress) for i, z0 in enumerate(inits)]
     _WORK.update(potential=potential, settings=settings)
     try:
-        if not _can_fork(potential, processes):
+        if processes <= 1:
             return [_run_chain(t) for t in tasks]
         tasks = [(*t[:5], 1, t[6]) for t in tasks]  # one thread per process: the chains share the cores
         # fork: the compiled potential is inherited, not rebuilt in each process
@@ -245,6 +245,7 @@ def mcmc(
         notes.append(potential.note)
     if not potential.dim:
         raise ValueError("the model has no continuous latent sites to sample (every site is observed or discrete)")
+    processes = min(processes, num_chains) if _can_fork(potential, min(processes, num_chains)) else 1
     chains = _chains(potential, settings, list(potential.initial), seed, num_samples, warmup_steps, processes, progress)
     draws = np.stack([c.draws for c in chains])
     samples = potential.constrain(draws)
@@ -257,7 +258,7 @@ def mcmc(
         "warmup_leapfrogs": [c.warmup_leapfrogs for c in chains],
         "divergent": [c.divergent for c in chains],
         "accept_prob": [c.accept_prob for c in chains],
-        "processes": min(processes, num_chains) if _can_fork(potential, min(processes, num_chains)) else 1,
+        "processes": processes,
     }
     divergences = {f"chain {i}": np.flatnonzero(c.divergent).tolist() for i, c in enumerate(chains)}
     compiled = {"mode": potential.mode, "fallback": potential.fallback, "seconds": potential.compile_seconds}
