@@ -19,7 +19,9 @@ at a few points falls back to eager, and :attr:`Potential.fallback` says why.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import time
 import warnings
 
@@ -29,7 +31,7 @@ import torch
 from pyro.infer.mcmc.util import initialize_model
 
 from .._validate import check_choice
-from .compiled import GraphUnsupported, _cause, _import_inductor
+from .compiled import GraphUnsupported, _cause, _import_inductor, one_fake_mode
 from .initialization import init_to_uniform
 
 COMPILE_MODES = ("inductor", "graph")
@@ -131,7 +133,7 @@ class Potential:
             from torch._inductor.decomposition import select_decomp_table
 
             decompositions = select_decomp_table()
-        with torch.enable_grad(), pyro.validation_enabled(False), warnings.catch_warnings():
+        with torch.enable_grad(), pyro.validation_enabled(False), warnings.catch_warnings(), one_fake_mode():
             warnings.simplefilter("ignore")
             try:
                 graph = make_fx(lambda z: self._value_and_grad(z), decomposition_table=decompositions)(
@@ -201,17 +203,46 @@ def _torchscript(graph, z0):
             return graph
 
 
+@contextlib.contextmanager
+def _compile_threads(device):
+    """On a CPU, inductor's C++ kernels are compiled by one ``gcc`` each (about a second
+    apiece, most of it reading torch's headers), one after another unless inductor has
+    compile threads. Give it a thread per core (up to 4) for this compile, then stop them: the
+    sampler forks its chains next, and a fork should not copy a process with idle threads.
+    (CPU only: inductor's pool of compile processes, for GPU kernels, takes seconds to start
+    and stays as inductor sets it up.)"""
+    if device.type != "cpu":
+        yield
+        return
+    import torch._inductor.config as inductor_config
+
+    threads = max(1, min(4, os.cpu_count() or 1))
+    with inductor_config.patch(compile_threads=threads):
+        try:
+            yield
+        finally:
+            _stop_compile_threads()
+
+
+def _stop_compile_threads():
+    try:
+        from torch._inductor.async_compile import AsyncCompile
+
+        if AsyncCompile.pool.cache_info().currsize:  # the thread pool exists: stop it, forget it
+            AsyncCompile.pool().shutdown(wait=True)
+            AsyncCompile.pool.cache_clear()
+    except (ImportError, AttributeError):  # inductor's internals moved: its threads stay idle
+        pass
+
+
 def _inductor(graph, z0):
     """The graph compiled by inductor into one C++ function. Inductor's own entry point for an
     already-traced aten graph is called directly: through ``torch.compile`` every call pays
     for guards and wrappers (about 200 us against 13 us for the kernel itself on eight
     schools); if that entry point is missing or fails (it is internal to torch), ``torch.compile``."""
-    import torch._inductor.config as inductor_config
 
-    # one compile thread: a single small kernel gains nothing from inductor's pool of compile
-    # workers, which takes seconds to start (blr: 8.8 s to compile with one thread, 11.6 s with the pool)
     # torch's own deprecation notices while it compiles are not the user's warnings
-    with torch.no_grad(), inductor_config.patch(compile_threads=1), warnings.catch_warnings():
+    with torch.no_grad(), _compile_threads(z0.device), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             from torch._inductor.compile_fx import compile_fx_inner
