@@ -54,7 +54,9 @@ def models() -> dict:
         transition = numpyro.sample(
             "transition", nd.Dirichlet(jnp.ones(num_states) + 4 * jnp.eye(num_states)).to_event(1)
         )
-        locs = numpyro.sample("locs", nd.Normal(jnp.arange(num_states) * 4.0, 1.0).to_event(1))
+        low = numpyro.sample("low", nd.Normal(0.0, 1.0))
+        gaps = numpyro.sample("gaps", nd.LogNormal(jnp.log(4.0), 0.5).expand([num_states - 1]).to_event(1))
+        locs = jnp.concatenate([low[None], low + jnp.cumsum(gaps)])
         emit = nd.Normal(locs, 1.0).log_prob(y[:, None])  # [t, state]
         log_t = jnp.log(transition)
 

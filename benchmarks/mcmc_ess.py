@@ -78,11 +78,16 @@ def mixture(y):
 
 @config_enumerate
 def hmm(y, num_states):
-    """A Gaussian HMM, the states enumerated step by step with ``pyro.markov`` (Pyro's hmm.py)."""
+    """A Gaussian HMM, the states enumerated step by step with ``pyro.markov`` (Pyro's hmm.py).
+    The states' locations are ordered (the lowest, then positive gaps), so the posterior has one
+    mode: with exchangeable locations it has a relabelled copy, in which NumPyro's chains landed
+    (their means 700 Monte Carlo errors from ours), and the samplers' answers could not agree."""
     transition = pyro.sample(
         "transition", dist.Dirichlet(torch.ones(num_states) + 4 * torch.eye(num_states)).to_event(1)
     )
-    locs = pyro.sample("locs", dist.Normal(torch.arange(num_states) * 4.0, 1.0).to_event(1))
+    low = pyro.sample("low", dist.Normal(0.0, 1.0))
+    gaps = pyro.sample("gaps", dist.LogNormal(math.log(4.0), 0.5).expand([num_states - 1]).to_event(1))
+    locs = torch.cat([low.unsqueeze(-1), low.unsqueeze(-1) + gaps.cumsum(-1)], -1)
     x = None
     for t in pyro.markov(range(len(y))):
         probs = torch.ones(num_states) / num_states if x is None else transition[x]
