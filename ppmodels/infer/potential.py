@@ -75,6 +75,7 @@ class Potential:
         self.dim = sum(self.sizes)
         first = init[self.names[0]] if self.names else torch.zeros(())
         self.dtype, self.device = first.dtype, first.device
+        self._on_cpu = self.device.type == "cpu"
         self._np_dtype = torch.empty((), dtype=self.dtype).numpy().dtype
         flat = [init[n].reshape(num_chains, -1) if lead else init[n].reshape(1, -1) for n in self.names]
         self.initial = torch.cat(flat, -1).detach().to("cpu", torch.float64).numpy() if flat else np.zeros((1, 0))
@@ -115,12 +116,13 @@ class Potential:
             if self._graph is None:
                 value, grad = self.eager(self._tensor(z))
                 return float(value), grad.to("cpu", torch.float64).numpy()
+            # the compiled graph records no autograd history (its input does not require grad)
             t = torch.from_numpy(z.astype(self._np_dtype))
-            if self.device.type != "cpu":
-                t = t.to(self.device)
-            with torch.no_grad():
+            if self._on_cpu:
                 value, grad = self._graph(t)
-            return float(value), grad.to("cpu").numpy().astype(np.float64)
+                return float(value), grad.numpy().astype(np.float64)
+            value, grad = self._graph(t.to(self.device))
+            return float(value), grad.cpu().numpy().astype(np.float64)
         except torch.linalg.LinAlgError:
             return math.inf, np.full(self.dim, np.nan)
 

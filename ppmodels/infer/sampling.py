@@ -211,10 +211,10 @@ def mcmc(
         a diagonal mass matrix.
     :param num_chains: chains (default: one per core, 2 to 4); they run in ``processes``
         parallel processes (default: as many as the cores allow).
-    :param compile: ``"inductor"`` (the potential and its gradient as one C++ function: 5-12 s
-        to compile, then about 10 us a call), ``"graph"`` (the traced graph run by
-        TorchScript: a second or two, then about 0.4 ms a call), ``None`` (eager Pyro, about
-        3 ms a call), or ``"auto"`` (:func:`auto_compile`): inductor when each process runs
+    :param compile: ``"inductor"`` (the potential and its gradient compiled to C++: about a
+        second per kernel, 1.5-6 s on small models, then 15-180 us a call), ``"graph"`` (the
+        traced graph run by TorchScript: a second or two, then 0.3-0.7 ms a call), ``None``
+        (eager Pyro, about 3 ms a call), or ``"auto"`` (:func:`auto_compile`): inductor when each process runs
         at least :data:`INDUCTOR_ITERATIONS` iterations, where its compile time pays, the graph
         otherwise. A model that cannot be traced runs eagerly;
         ``result.compile["fallback"]`` says why.
