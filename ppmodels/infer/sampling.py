@@ -212,7 +212,7 @@ def mcmc(
     :param num_chains: chains (default: one per core, 2 to 4); they run in ``processes``
         parallel processes (default: as many as the cores allow).
     :param compile: ``"inductor"`` (the potential and its gradient compiled to C++: about a
-        second per kernel, 1.5-6 s on small models, then 15-180 us a call), ``"graph"`` (the
+        second per kernel, 1.5-6 s on small models, then 14-140 us a call), ``"graph"`` (the
         traced graph run by TorchScript: a second or two, then 0.3-0.7 ms a call), ``None``
         (eager Pyro, about 3 ms a call), or ``"auto"`` (:func:`auto_compile`): inductor when each process runs
         at least :data:`INDUCTOR_ITERATIONS` iterations, where its compile time pays, the graph
