@@ -11,9 +11,14 @@ sds). Here:
    optimisation of the log joint, scale-free up to its line search);
 2. the Hessian there gives the Laplace approximation ``N(c, H^-1)``;
 3. the guide is written relative to it, ``z = c + L0 (m + S eps)`` with ``L0`` the
-   Cholesky factor of ``H^-1`` (full rank) or ``1 / sqrt(diag H)`` (mean field, so the
-   family stays factorised), and ``m = 0``, ``S = I`` to start: the ELBO's steps then move
+   Cholesky factor of ``H^-1``, and ``m = 0``, ``S = I`` to start: the ELBO's steps then move
    ``m`` and ``S`` in units of posterior sds, where one learning rate suits every problem.
+   Mean field keeps its family factorised: ``z = c + L0 m + D s eps`` with ``D`` the
+   diagonal ``1 / sqrt(diag H)`` (its optimum for a Gaussian posterior) and ``s`` a vector.
+   Its location still moves in the whitened coordinates: scaled by the diagonal alone, a
+   posterior correlated at -0.99999 (kilpisjarvi's intercept and slope on an uncentred year)
+   leaves a ridge with almost no curvature, along which Adam's noisy steps drift (3.4
+   reference sds after 3,000 steps, against 0.03 after 1,000 this way).
 
 For a Gaussian posterior the start is the exact answer; for one near Gaussian in the
 unconstrained space (regressions, AR/ARMA, GP hyper-parameters) it is close, and the ELBO
@@ -113,11 +118,13 @@ def laplace(model, args, init_loc_fn, *, guide_model=None, enumerate_plates=None
 
 class WhitenedNormal(AutoContinuous):
     """A Gaussian guide on the unconstrained latents written relative to a Laplace
-    approximation ``N(center, covariance)``: ``z = center + L0 (m + S eps)``, ``m = 0`` and
-    ``S = I`` at the start. ``diagonal=True`` is mean field (``L0`` and ``S`` diagonal);
-    otherwise full rank (``L0`` the Cholesky factor of ``covariance``, ``S`` lower triangular:
-    per-coordinate scales times a unit lower-triangular factor, as Pyro's
-    ``AutoMultivariateNormal``)."""
+    approximation ``N(center, covariance)``, ``L0`` the Cholesky factor of ``covariance``;
+    ``m = 0`` and ``S = I`` at the start. Full rank: ``z = center + L0 (m + S eps)``, ``S``
+    lower triangular (per-coordinate scales times a unit lower-triangular factor, as Pyro's
+    ``AutoMultivariateNormal``). ``diagonal=True`` is mean field, ``z = center + L0 m +
+    D (s * eps)``: factorised, with ``D = 1 / sqrt(diag(covariance^-1))`` (the conditional
+    sds, the family's optimum for a Gaussian posterior) and the location whitened as in full
+    rank."""
 
     def __init__(self, model, center, covariance, diagonal=False, init_loc_fn=None):
         kwargs = {} if init_loc_fn is None else {"init_loc_fn": init_loc_fn}
@@ -139,10 +146,10 @@ class WhitenedNormal(AutoContinuous):
                     f"Pyro's parameter store holds {key} of shape {stale} from another "
                     f"model ({self.latent_dim} latents here): call pyro.clear_param_store() before building this guide"
                 )
-        if self.diagonal:
-            self.register_buffer("factor", self._covariance.diagonal().sqrt().to(center))
-        else:
-            self.register_buffer("factor", torch.linalg.cholesky(self._covariance.double()).to(center))
+        cholesky = torch.linalg.cholesky(self._covariance.double())
+        self.register_buffer("factor", cholesky.to(center))
+        if self.diagonal:  # the conditional sds, 1 / sqrt(diag(precision))
+            self.register_buffer("scale", torch.cholesky_inverse(cholesky).diagonal().rsqrt().to(center))
         self.m = torch.nn.Parameter(torch.zeros_like(center))
         self.s = PyroParam(torch.ones_like(center), constraints.positive)
         if not self.diagonal:
@@ -150,7 +157,7 @@ class WhitenedNormal(AutoContinuous):
 
     def get_posterior(self, *args, **kwargs):
         if self.diagonal:
-            return pyro.distributions.Normal(self.center + self.factor * self.m, self.factor * self.s).to_event(1)
+            return pyro.distributions.Normal(self.center + self.factor @ self.m, self.scale * self.s).to_event(1)
         scale_tril = self.factor @ (self.s.unsqueeze(-1) * self.tril)
         return pyro.distributions.MultivariateNormal(self.center + self.factor @ self.m, scale_tril=scale_tril)
 
