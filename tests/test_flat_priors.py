@@ -140,9 +140,9 @@ def test_compares_default_vi_reaches_the_familys_optimum_whatever_the_scale_and_
     0.04 sd, sds within 3%; measured over seeds 0-2: means 0.007-0.029 sd, sds 0.5-2.1%, after
     1,000 steps — the fixed 3,000-step schedule measured 0.005-0.016 sd and 0.6-1.7%); the
     mean-field guide has the mean-field optimum's exact means (within 0.25 sd, the issue's
-    target; measured within 0.023) and its sds, 1 / sqrt(diag of the precision), within 5%
-    (measured 1.1-2.6%). From Pyro's initialisation (vi_start="prior") the same run was 2 sds
-    off in the means and 84 times too wide in the smallest sd."""
+    target) and its sds, 1 / sqrt(diag of the precision), within 5%. From Pyro's
+    initialisation (vi_start="prior") the same run was 2 sds off in the means and 84 times
+    too wide in the smallest sd."""
     sds = torch.tensor([1e-4, 1e4, 1.0])
     corr = torch.tensor([[1.0, 0.99, 0.0], [0.99, 1.0, 0.0], [0.0, 0.0, 1.0]])
     cov = sds[:, None] * corr * sds[None, :]
