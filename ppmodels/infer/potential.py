@@ -6,7 +6,7 @@ unconstrained space with their Jacobians, discrete sites summed out by enumerati
 priors). Every leapfrog step of HMC or NUTS evaluates it and its gradient; eagerly that is
 Pyro's messengers, a trace and the autograd engine at every step. Here the value and the
 gradient are traced once (``make_fx`` through ``torch.autograd.grad``) into one graph whose
-only input is the flat vector: ``"inductor"`` compiles that graph to one C++ kernel, ``"graph"``
+only input is the flat vector: ``"inductor"`` compiles that graph to C++ kernels, ``"graph"``
 runs the traced graph with TorchScript (no compiler; also the choice for graphs of more than
 :data:`INDUCTOR_MAX_NODES` operations, whose inductor compile was not measured), ``None`` stays
 eager.
@@ -240,7 +240,7 @@ def _stop_compile_threads():
 
 
 def _inductor(graph, z0):
-    """The graph compiled by inductor into one C++ function. Inductor's own entry point for an
+    """The graph compiled by inductor into C++ kernels and a wrapper. Inductor's own entry point for an
     already-traced aten graph is called directly: through ``torch.compile`` every call pays
     for guards and wrappers (about 200 us against 13 us for the kernel itself on eight
     schools); if that entry point is missing or fails (it is internal to torch), ``torch.compile``."""
