@@ -109,6 +109,36 @@ def test_auto_compile_picks_inductor_where_its_compile_pays():
     assert auto_compile(30, 4, 2) == "graph"
 
 
+def test_auto_compile_counts_the_processes_that_really_run(monkeypatch):
+    # where the chains cannot fork (a daemon, a GPU) they run one after another in one process:
+    # "auto" must price that, not the processes asked for
+    import ppmodels.infer.sampling as sampling
+
+    asked = []
+
+    def recording(iterations, num_chains, processes):
+        asked.append((iterations, num_chains, processes))
+        return auto_compile(iterations, num_chains, processes)
+
+    monkeypatch.setattr(sampling, "auto_compile", recording)
+    monkeypatch.setattr(sampling, "_can_fork", lambda potential, processes: False)
+    X, y = _data()
+    result = mcmc(regression, X, y, num_samples=20, warmup_steps=10, num_chains=2, processes=2, seed=0)
+    assert asked == [(30, 2, 1)]
+    assert result.stats["processes"] == 1 and result.compile["mode"] == "graph"
+
+
+def test_a_potential_compiles_once():
+    X, y = _data()
+    potential = Potential(regression, (X, y), compile=None)
+    assert potential.mode is None
+    with pytest.raises(ValueError, match="`compile` must be one of .*got 'jit'"):
+        potential.compile("jit")
+    assert potential.compile("graph").mode == "graph"
+    with pytest.raises(RuntimeError, match="already compiled"):
+        potential.compile("graph")
+
+
 def test_adaptation_windows_are_pyros():
     for warmup in (10, 19, 20, 100, 150, 500, 1000, 1234):
         adapter = WarmupAdapter()

@@ -56,7 +56,7 @@ class Potential:
     def __init__(self, model, args=(), kwargs=None, *, compile="inductor", max_plate_nesting=None, num_chains=1,
                  init_strategy=init_to_uniform, transforms=None):  # fmt: skip
         if compile is not None:
-            check_choice(compile, "compile", list(COMPILE_MODES))
+            check_choice(compile, "compile", list(COMPILE_MODES))  # before the model runs
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*max_plate_nesting.*")
             init, self._potential_fn, self.transforms, self.prototype = initialize_model(
@@ -82,13 +82,24 @@ class Potential:
         self.mode, self.fallback, self.compile_seconds = None, None, 0.0
         self.note, self.nodes = None, 0
         self._graph = None
-        if compile is not None and self.dim:
-            t0 = time.perf_counter()
-            try:
-                self._graph, self.mode = self._compiled(compile)
-            except GraphUnsupported as error:
-                self.fallback = str(error)
-            self.compile_seconds = time.perf_counter() - t0
+        if compile is not None:
+            self.compile(compile)
+
+    def compile(self, mode: str) -> Potential:
+        """Trace and compile the potential with ``mode`` (``"inductor"`` or ``"graph"``), once;
+        on failure it stays eager and :attr:`fallback` says why. Returns ``self``."""
+        check_choice(mode, "compile", list(COMPILE_MODES))
+        if self._graph is not None or self.fallback is not None:
+            raise RuntimeError(f"this potential is already compiled (mode {self.mode!r}, fallback {self.fallback!r})")
+        if not self.dim:
+            return self
+        t0 = time.perf_counter()
+        try:
+            self._graph, self.mode = self._compiled(mode)
+        except GraphUnsupported as error:
+            self.fallback = str(error)
+        self.compile_seconds = time.perf_counter() - t0
+        return self
 
     # -- the function --------------------------------------------------------------------------
     def _unflatten(self, z):

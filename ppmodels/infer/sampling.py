@@ -245,19 +245,22 @@ def mcmc(
         return _pyro_mcmc(model, args, model_kwargs, kernel, num_samples, warmup_steps, num_chains, compile, seed,
                           progress, max_plate_nesting, init_strategy, kernel_options, notes)  # fmt: skip
     settings = _kernel_settings(kernel, kernel_options)
-    if compile == "auto":
-        compile = auto_compile(num_samples + warmup_steps, num_chains, processes)
     start = time.perf_counter()
     pyro.set_rng_seed(seed)
-    potential = Potential(model, args, model_kwargs, compile=compile, max_plate_nesting=max_plate_nesting,
+    potential = Potential(model, args, model_kwargs, compile=None, max_plate_nesting=max_plate_nesting,
                           num_chains=num_chains, init_strategy=init_strategy)  # fmt: skip
+    if not potential.dim:
+        raise ValueError("the model has no continuous latent sites to sample (every site is observed or discrete)")
+    # the processes that will really run (one where forking is not possible) decide "auto"
+    processes = min(processes, num_chains) if _can_fork(potential, min(processes, num_chains)) else 1
+    if compile == "auto":
+        compile = auto_compile(num_samples + warmup_steps, num_chains, processes)
+    if compile is not None:
+        potential.compile(compile)
     if potential.fallback:
         notes.append(f"compile={compile!r} was not used: {potential.fallback}; the potential ran eagerly")
     if potential.note:
         notes.append(potential.note)
-    if not potential.dim:
-        raise ValueError("the model has no continuous latent sites to sample (every site is observed or discrete)")
-    processes = min(processes, num_chains) if _can_fork(potential, min(processes, num_chains)) else 1
     chains = _chains(potential, settings, list(potential.initial), seed, num_samples, warmup_steps, processes, progress)
     draws = np.stack([c.draws for c in chains])
     samples = potential.constrain(draws)
