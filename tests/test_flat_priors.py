@@ -190,3 +190,52 @@ def test_without_a_laplace_approximation_the_guide_starts_as_pyros_and_the_repor
     result = compare(unidentified, (torch.randn(10),), guides=("fullrank",), mcmc=(), vi_epochs=20)
     notes = " ".join(result.method("fullrank").notes)
     assert "started at Pyro's initialisation: no Laplace approximation (the Hessian at the MAP point" in notes
+
+
+class _Features(torch.nn.Module):
+    """A regression on the features of a fixed float32 layer (a user's network, not Bayesian)."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = torch.nn.Linear(1, 2)
+
+    def forward(self, x, y):
+        w = pyro.sample("w", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+        with pyro.plate("data", len(y)):
+            pyro.sample("y", dist.Normal(self.features(x) @ w, 0.5), obs=y)
+
+
+def _normal_mean(x, y):
+    mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+    with pyro.plate("data", len(y)):
+        pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+
+def _normal_mean_float32_prior(x, y):
+    mu = pyro.sample("mu", dist.Normal(torch.zeros((), dtype=torch.float32), 10.0))
+    with pyro.plate("data", len(y)):
+        pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+
+@pytest.mark.parametrize(
+    "model, in_float64",
+    [(_normal_mean, True), (_normal_mean_float32_prior, False), (_Features(), False)],
+    ids=["plain", "float32-constant", "float32-module"],
+)
+def test_the_laplace_start_runs_in_float64_only_where_the_model_does(model, in_float64):
+    """The Laplace start runs the model in float64 where a trial run draws every site in
+    float64; a model with float32 tensors of its own (a constant, a module's weights) stays
+    in float32, decided without reading its error messages, and its guide still starts at
+    the posterior's mode."""
+    from ppmodels.infer import laplace_guide
+    from ppmodels.infer.laplace import _in_float64
+
+    torch.manual_seed(0)
+    x, y = torch.randn(30, 1), torch.randn(30) + 2.0
+    found = _in_float64(model, (x, y), init.init_to_median)
+    assert (found is not None) == in_float64
+    if in_float64:
+        assert found[0].dtype == torch.float64
+    guide = laplace_guide(model, (x, y))
+    if not isinstance(model, torch.nn.Module):  # mu's exact posterior mean: sum(y) / (n + 1 / 100)
+        assert float(guide.center) == pytest.approx(float(y.double().sum()) / (len(y) + 0.01), rel=1e-4)

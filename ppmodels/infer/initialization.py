@@ -92,7 +92,17 @@ def init_to_median(site=None, num_samples: int = 15):
     return _improper_aware(functools.partial(pyro_init.init_to_median, num_samples=num_samples), 0.0)(site)
 
 
+#: each named guide's initial locations (compare's guides, :func:`~ppmodels.infer.laplace_guide`'s
+#: families): Pyro's defaults for its autoguides, with flat priors starting in the
+#: unconstrained space
+GUIDE_INIT = {
+    "meanfield": init_to_feasible,
+    "fullrank": init_to_median,
+    "lowrank": init_to_median,
+}
+
 __all__ = [
+    "GUIDE_INIT",
     "cannot_sample",
     "init_to_feasible",
     "init_to_median",

@@ -183,15 +183,30 @@ def _in_float64(model, args, start, **kwargs):
     default dtype), where the model allows it; else ``None``. A float32 Hessian cannot resolve
     a posterior whose scales differ 1e4-fold and correlate: on a regression on an unscaled
     covariate (x around 5,000) its rounding error exceeds the smallest eigenvalue, which then
-    looks negative."""
+    looks negative.
+
+    The model allows it when one run of it in float64 succeeds and every site it draws or
+    observes is float64; a model holding float32 tensors of its own (a module's weights, a
+    constant made with ``dtype=torch.float32``) fails or mixes dtypes, and stays in its dtype."""
     doubled = tuple(a.double() if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
-    try:
-        with _float64():
-            return laplace(model, doubled, start, **kwargs)
-    except (RuntimeError, TypeError) as error:
-        if "dtype" in str(error).lower() or "scalar type" in str(error).lower() or "double" in str(error).lower():
-            return None  # the model holds float32 tensors of its own (a module's weights): stay in its dtype
-        raise
+    with _float64():
+        if not _runs_in_float64(model, doubled):
+            return None
+        return laplace(model, doubled, start, **kwargs)
+
+
+def _runs_in_float64(model, args) -> bool:
+    with isolated_store(), poutine.block(), pyro.validation_enabled(False), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            trace = poutine.trace(model).get_trace(*args)
+        except Exception:  # noqa: BLE001 (any failure in float64: the model's own dtype decides)
+            return False
+    return all(
+        site["value"].dtype == torch.float64
+        for site in trace.nodes.values()
+        if site["type"] == "sample" and torch.is_tensor(site["value"]) and site["value"].is_floating_point()
+    )
 
 
 def whitened_guide(model, args, diagonal, init_loc_fn, guide_model=None, enumerate_plates=None):
@@ -227,8 +242,9 @@ def laplace_guide(model, args, family: str = "fullrank", init_loc_fn=None) -> Wh
 
     :param tuple args: the model's arguments (full-batch data: the mode is of this posterior).
     :param str family: ``"fullrank"`` (a multivariate normal) or ``"meanfield"`` (factorised).
-    :param init_loc_fn: where the mode search starts (default: the priors' medians; flat
-        priors in their support, :mod:`ppmodels.infer.initialization`).
+    :param init_loc_fn: where the mode search starts (default: compare's start for the
+        family, :data:`ppmodels.infer.initialization.GUIDE_INIT`: the priors' medians for full
+        rank, zero in the unconstrained space for mean field; flat priors in their support).
     :raises ValueError: when there is no Laplace approximation (no finite mode, a Hessian
         that is not positive definite), saying which; an autoguide from Pyro's
         initialisation is then the alternative.
@@ -238,7 +254,7 @@ def laplace_guide(model, args, family: str = "fullrank", init_loc_fn=None) -> Wh
     if not isinstance(args, tuple):
         raise TypeError(f"`args` must be a tuple of the model's arguments, e.g. (x, y), but got {type(args).__name__}")
     diagonal = family == "meanfield"
-    start = init_loc_fn or (init.init_to_feasible if diagonal else init.init_to_median)
+    start = init_loc_fn or init.GUIDE_INIT[family]
     return whitened_guide(model, args, diagonal, start)
 
 

@@ -40,13 +40,6 @@ GUIDES = {
     "fullrank": autoguide.AutoMultivariateNormal,
     "lowrank": autoguide.AutoLowRankMultivariateNormal,
 }
-#: each named guide's initial locations: Pyro's defaults for the autoguide, with flat
-#: (ImproperUniform) priors starting in the unconstrained space
-GUIDE_INIT = {
-    "meanfield": init.init_to_feasible,
-    "fullrank": init.init_to_median,
-    "lowrank": init.init_to_median,
-}
 #: the named guides that start at the Laplace approximation, whitened by it: name -> diagonal
 WHITENED = {"meanfield": True, "fullrank": False}
 #: MCMC kernel names (run by :func:`~ppmodels.infer.sampling.mcmc`)
@@ -170,7 +163,7 @@ class GuideMethod:
         full-rank guides start at the Laplace approximation, whitened by it
         (:mod:`ppmodels.infer.laplace`), else, or where there is no Laplace approximation,
         at Pyro's initialisation (the note says why)."""
-        init_loc_fn = GUIDE_INIT[self.name]
+        init_loc_fn = init.GUIDE_INIT[self.name]
         if settings.vi_start == "laplace" and self.name in WHITENED:
             try:
                 guide = whitened_guide(
