@@ -75,4 +75,5 @@ def models() -> dict:
         "gp_regr": gp_regr,
         "mixture": mixture,
         "hmm": hmm,
+        "hmm_dhmm": hmm,  # the same model as Pyro's DiscreteHMM form
     }
