@@ -282,6 +282,21 @@ def test_a_model_with_in_place_operations_compiles_to_the_same_potential():
         assert np.allclose(grad, eager_grad.double().numpy(), rtol=1e-4, atol=1e-4)
 
 
+def test_in_place_operations_that_cannot_be_rewritten_leave_the_potential_eager(monkeypatch):
+    def refuses(*args, **kwargs):
+        raise NotImplementedError("functionalize: an operation without a functional variant")
+
+    monkeypatch.setattr(torch.func, "functionalize", refuses)
+    y = torch.tensor([0.1, -0.4, 4.2, 3.9])
+    pyro.set_rng_seed(0)
+    potential = Potential(gaussian_hmm, (y,), compile="inductor")
+    assert potential.mode is None
+    assert potential.fallback.startswith("the potential's in-place operations could not be rewritten for inductor")
+    assert "NotImplementedError: functionalize: an operation without a functional variant" in potential.fallback
+    assert "compile='graph'" in potential.fallback
+    assert math.isfinite(potential(np.zeros(potential.dim))[0])
+
+
 @pytest.mark.parametrize("mode", [None, "inductor"])
 def test_a_failing_cholesky_is_an_infinite_potential_not_a_crash(mode):
     y = torch.tensor([[0.5, 0.4], [-1.0, -0.7], [0.2, 0.3]])

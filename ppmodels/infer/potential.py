@@ -256,7 +256,13 @@ def _functional(graph, z0, decompositions):
 
     with torch.no_grad(), warnings.catch_warnings(), one_fake_mode():
         warnings.simplefilter("ignore")
-        return make_fx(functionalize(graph, remove="mutations"), decomposition_table=decompositions)(z0)
+        try:
+            return make_fx(functionalize(graph, remove="mutations"), decomposition_table=decompositions)(z0)
+        except Exception as error:  # noqa: BLE001 (an in-place operation functionalize cannot rewrite)
+            raise GraphUnsupported(
+                f"the potential's in-place operations could not be rewritten for inductor ({_cause(error)}); "
+                "compile='graph' runs them as they are"
+            ) from error
 
 
 def _torchscript(graph, z0):
