@@ -140,6 +140,26 @@ def test_a_large_graph_is_announced_before_inductor_compiles_it(monkeypatch):
     assert potential.mode == "inductor" and "minutes to compile" in potential.note
 
 
+def test_a_second_potential_of_the_same_model_and_data_is_found_in_inductors_cache():
+    """Inductor's FX graph cache hits for the same model and data whatever the initial point
+    (another seed), and misses for other data (the data are constants of the graph)."""
+    from torch._dynamo.utils import counters
+
+    X, y = _data()
+    pyro.set_rng_seed(1)
+    first = Potential(regression, (X, y), compile="inductor")
+    hits = counters["inductor"]["fxgraph_cache_hit"]
+    pyro.set_rng_seed(2)
+    again = Potential(regression, (X, y), compile="inductor")
+    assert counters["inductor"]["fxgraph_cache_hit"] == hits + 1
+    assert not np.array_equal(first.initial, again.initial)
+    other = Potential(regression, (X, y + 1.0), compile="inductor")
+    assert counters["inductor"]["fxgraph_cache_hit"] == hits + 1
+    z = np.array([0.3, -0.2, 1.1])
+    assert other(z)[0] == pytest.approx(float(other.eager(torch.tensor(z, dtype=torch.float32))[0]), rel=1e-6)
+    assert other(z)[0] != pytest.approx(again(z)[0])
+
+
 def test_a_potential_compiles_once():
     X, y = _data()
     potential = Potential(regression, (X, y), compile=None)
