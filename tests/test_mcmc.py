@@ -142,7 +142,8 @@ def test_a_large_graph_is_announced_before_inductor_compiles_it(monkeypatch):
 
 def test_a_second_potential_of_the_same_model_and_data_is_found_in_inductors_cache():
     """Inductor's FX graph cache hits for the same model and data whatever the initial point
-    (another seed), and misses for other data (the data are constants of the graph)."""
+    (another seed); other data are other constants of the graph, hashed by value, so a graph
+    found for them (from an earlier run: the cache is on disk) computes their potential."""
     from torch._dynamo.utils import counters
 
     X, y = _data()
@@ -154,10 +155,25 @@ def test_a_second_potential_of_the_same_model_and_data_is_found_in_inductors_cac
     assert counters["inductor"]["fxgraph_cache_hit"] == hits + 1
     assert not np.array_equal(first.initial, again.initial)
     other = Potential(regression, (X, y + 1.0), compile="inductor")
-    assert counters["inductor"]["fxgraph_cache_hit"] == hits + 1
     z = np.array([0.3, -0.2, 1.1])
     assert other(z)[0] == pytest.approx(float(other.eager(torch.tensor(z, dtype=torch.float32))[0]), rel=1e-6)
     assert other(z)[0] != pytest.approx(again(z)[0])
+
+
+def test_when_inductors_direct_entry_fails_torch_compile_serves_and_the_note_says_so(monkeypatch):
+    import torch._inductor.compile_fx as compile_fx
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("an internal change")
+
+    monkeypatch.setattr(compile_fx, "compile_fx_inner", fails)
+    X, y = _data()
+    potential = Potential(regression, (X, y), compile="inductor")
+    assert potential.mode == "inductor" and potential.fallback is None
+    assert potential.note.startswith("inductor's direct entry failed (RuntimeError: an internal change")
+    assert "torch.compile runs the potential instead" in potential.note
+    z = np.array([0.3, -0.2, 1.1])
+    assert potential(z)[0] == pytest.approx(float(potential.eager(torch.tensor(z, dtype=torch.float32))[0]), rel=1e-6)
 
 
 def test_a_potential_compiles_once():

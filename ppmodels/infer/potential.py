@@ -178,7 +178,12 @@ class Potential:
                 "compiles in seconds: for an HMM, Pyro's DiscreteHMM distribution (docs/mcmc.md)"
             )
             warnings.warn(f"compiling: {self.note}", UserWarning, stacklevel=4)
-        graph = _inductor(_functional(graph, z0, decompositions), z0) if mode == "inductor" else _torchscript(graph, z0)
+        if mode == "inductor":
+            graph, slower = _inductor(_functional(graph, z0, decompositions), z0)
+            if slower:
+                self.note = f"{self.note}; {slower}" if self.note else slower
+        else:
+            graph = _torchscript(graph, z0)
         self._check(graph, z0)
         return graph, mode
 
@@ -330,7 +335,8 @@ def _inductor(graph, z0):
     """The graph compiled by inductor into C++ kernels and a wrapper. Inductor's own entry point for an
     already-traced aten graph is called directly: through ``torch.compile`` every call pays
     for guards and wrappers (about 200 us against 13 us for the kernel itself on eight
-    schools); if that entry point is missing or fails (it is internal to torch), ``torch.compile``."""
+    schools); if that entry point is missing or fails (it is internal to torch), ``torch.compile``,
+    and the second value, a note, says so."""
 
     # torch's own deprecation notices while it compiles are not the user's warnings
     with torch.no_grad(), _compile_threads(z0.device), warnings.catch_warnings():
@@ -350,13 +356,16 @@ def _inductor(graph, z0):
             def call(z):
                 return run([z])
 
-            return call
-        except Exception:  # noqa: BLE001 (internal API: the public one below serves)
-            pass
+            return call, None
+        except Exception as error:  # noqa: BLE001 (internal API: the public one below serves, and the note says so)
+            direct = _cause(error)
         try:
             public = torch.compile(graph, fullgraph=True, dynamic=False)
             public(z0)
-            return public
+            return public, (
+                f"inductor's direct entry failed ({direct}); torch.compile runs the potential instead, whose "
+                "guards cost about 100-200 us more a call"
+            )
         except Exception as error:  # noqa: BLE001 (no C++ compiler, an unsupported op, ...)
             raise GraphUnsupported(f"inductor could not compile the potential ({_cause(error)})") from error
 
