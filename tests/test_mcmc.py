@@ -135,7 +135,7 @@ def test_a_large_graph_is_announced_before_inductor_compiles_it(monkeypatch):
 
     monkeypatch.setattr(potential_module, "LARGE_GRAPH", 10)
     X, y = _data()
-    with pytest.warns(UserWarning, match=r"compiling: the potential's graph has \d+ operations .* DiscreteHMM"):
+    with pytest.warns(UserWarning, match=r"compiling: the potential.s graph has \d+ operations .* DiscreteHMM"):
         potential = Potential(regression, (X, y), compile="inductor")
     assert potential.mode == "inductor" and "minutes to compile" in potential.note
 

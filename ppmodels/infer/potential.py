@@ -39,10 +39,11 @@ COMPILE_MODES = ("inductor", "graph")
 #: with the graph (about 10 ms an operation: 15,000 operations, an HMM's 100 steps unrolled, take
 #: about 3 minutes) and was not measured beyond this
 INDUCTOR_MAX_NODES = 20000
-#: inductor's compile time per operation of the graph, measured (CPU, 2 cores): a graph larger
-#: than LARGE_GRAPH takes minutes, and the user is told so before it starts
-INDUCTOR_SECONDS_PER_NODE = 0.0125
-LARGE_GRAPH = 5000
+#: inductor's compile time per operation of the graph, about, measured (CPU, 2 cores: the
+#: 100-step HMM's 15,185 operations took 163 s, posteriordb's GARCH's 6,601 under a minute): a
+#: graph larger than LARGE_GRAPH takes minutes, and the user is told so before it starts
+INDUCTOR_SECONDS_PER_NODE = 0.011
+LARGE_GRAPH = 10000
 #: compiled and eager potentials must agree this closely (relative, float32 arithmetic)
 TOLERANCE = 1e-3
 #: for inductor, a (batched) matrix product of at most this many multiply-adds is written as a
@@ -173,9 +174,10 @@ class Potential:
         elif mode == "inductor" and self.nodes > LARGE_GRAPH:
             minutes = self.nodes * INDUCTOR_SECONDS_PER_NODE / 60
             self.note = (
-                f"the potential's graph has {self.nodes} operations (a loop unrolled, such as an HMM's steps written "
-                f"with pyro.markov): inductor will take about {minutes:.0f} minutes to compile it. A vectorized form "
-                "compiles in seconds: for an HMM, Pyro's DiscreteHMM distribution (docs/mcmc.md)"
+                f"the potential's graph has {self.nodes} operations (a loop unrolled: an HMM's steps written with "
+                f"pyro.markov, a recursion over time): inductor will take about {minutes:.0f} minutes to compile it. "
+                "Where the model has a vectorized form it compiles in seconds: for an HMM, Pyro's DiscreteHMM "
+                "distribution (docs/mcmc.md)"
             )
             warnings.warn(f"compiling: {self.note}", UserWarning, stacklevel=4)
         if mode == "inductor":
