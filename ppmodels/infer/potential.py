@@ -6,10 +6,11 @@ unconstrained space with their Jacobians, discrete sites summed out by enumerati
 priors). Every leapfrog step of HMC or NUTS evaluates it and its gradient; eagerly that is
 Pyro's messengers, a trace and the autograd engine at every step. Here the value and the
 gradient are traced once (``make_fx`` through ``torch.autograd.grad``) into one graph whose
-only input is the flat vector: ``"inductor"`` compiles that graph to C++ kernels, ``"graph"``
-runs the traced graph with TorchScript (no compiler; also the choice for graphs of more than
-:data:`INDUCTOR_MAX_NODES` operations, whose inductor compile was not measured), ``None`` stays
-eager.
+only input is the flat vector: ``"inductor"`` compiles that graph to C++ kernels (made
+functional first, small matrix products fused; found again in inductor's on-disk cache for the
+same model and data), ``"graph"`` runs the traced graph with TorchScript (no compiler; also
+the choice for graphs of more than :data:`INDUCTOR_MAX_NODES` operations, whose inductor
+compile was not measured), ``None`` stays eager.
 
 The graph bakes in the model's arguments and their shapes: a :class:`Potential` belongs to one
 ``(model, args)`` and is never reused for others. A model that cannot be traced (data-dependent
