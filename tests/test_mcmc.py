@@ -176,6 +176,18 @@ def test_when_inductors_direct_entry_fails_torch_compile_serves_and_the_note_say
     assert potential(z)[0] == pytest.approx(float(potential.eager(torch.tensor(z, dtype=torch.float32))[0]), rel=1e-6)
 
 
+def test_small_graphs_get_scalar_kernels_and_large_ones_vectorized():
+    import torch._inductor.config as inductor_config
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from ppmodels.infer.potential import SCALAR_KERNELS_UP_TO, _scalar_kernels
+
+    for size, simdlen in [(SCALAR_KERNELS_UP_TO, 1), (SCALAR_KERNELS_UP_TO + 1, inductor_config.cpp.simdlen)]:
+        graph = make_fx(lambda x: (x * 2.0).sum())(torch.ones(size))
+        with _scalar_kernels(graph, torch.device("cpu")):
+            assert inductor_config.cpp.simdlen == simdlen, size
+
+
 def test_a_potential_compiles_once():
     X, y = _data()
     potential = Potential(regression, (X, y), compile=None)

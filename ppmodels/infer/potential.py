@@ -29,6 +29,7 @@ import warnings
 import numpy as np
 import pyro
 import torch
+import torch.utils._pytree as pytree
 from pyro.infer.mcmc.util import initialize_model
 
 from .._validate import check_choice
@@ -53,6 +54,13 @@ TOLERANCE = 1e-3
 #: ``gcc`` run. Pyro's ``DiscreteHMM`` (2 states, 100 steps): compile 11.9 s against 20.7 s, a
 #: call 122 us against 193 us; the GP with a Cholesky: 124 us against 146 us
 SMALL_MATMUL = 4096
+#: on a CPU, a graph whose tensors have at most this many elements is compiled to scalar C++
+#: loops, not vectorized ones. Measured on the benchmark's posteriors (one process each):
+#: compiles 0.2-1.5 s shorter (blr 1.11 against 1.54 s, the mixture 2.87 against 3.83, the
+#: DiscreteHMM 6.3 against 7.8), a call up to 2 us longer (AR(K) 21.9 against 19.8 us) or
+#: 5 us shorter (the DiscreteHMM); the GP (a 1,331-element tensor) lost 10 us a call that
+#: way, and stays vectorized
+SCALAR_KERNELS_UP_TO = 1024
 
 
 class Potential:
@@ -305,9 +313,10 @@ def _torchscript(graph, z0):
 @contextlib.contextmanager
 def _compile_threads(device):
     """On a CPU, inductor's C++ kernels are compiled by one ``gcc`` each (about a second
-    apiece, most of it reading torch's headers), one after another unless inductor has
-    compile threads. Give it a thread per core (up to 4) for this compile, then stop them: the
-    sampler forks its chains next, and a fork should not copy a process with idle threads.
+    apiece, with torch's headers precompiled: instantiating its vector templates, and linking
+    against libtorch), one after another unless inductor has compile threads. Give it a
+    thread per core (up to 4) for this compile, then stop them: the sampler forks its chains
+    next, and a fork should not copy a process with idle threads.
     (CPU only: inductor's pool of compile processes, for GPU kernels, takes seconds to start
     and stays as inductor sets it up.)"""
     if device.type != "cpu":
@@ -321,6 +330,29 @@ def _compile_threads(device):
             yield
         finally:
             _stop_compile_threads()
+
+
+@contextlib.contextmanager
+def _scalar_kernels(graph, device):
+    """On a CPU, where no tensor of the graph has more than :data:`SCALAR_KERNELS_UP_TO`
+    elements, inductor writes scalar C++ loops (``cpp.simdlen=1``) instead of vectorized ones
+    with scalar tails: less code to generate and compile, and on such sizes about as fast."""
+    if device.type != "cpu" or _largest_tensor(graph) > SCALAR_KERNELS_UP_TO:
+        yield
+        return
+    import torch._inductor.config as inductor_config
+
+    with inductor_config.patch({"cpp.simdlen": 1}):
+        yield
+
+
+def _largest_tensor(graph) -> int:
+    largest = 0
+    for node in graph.graph.nodes:
+        for value in pytree.tree_leaves(node.meta.get("val")):
+            if isinstance(value, torch.Tensor):
+                largest = max(largest, value.numel())
+    return largest
 
 
 def _stop_compile_threads():
@@ -342,7 +374,7 @@ def _inductor(graph, z0):
     and the second value, a note, says so."""
 
     # torch's own deprecation notices while it compiles are not the user's warnings
-    with torch.no_grad(), _compile_threads(z0.device), warnings.catch_warnings():
+    with torch.no_grad(), _compile_threads(z0.device), _scalar_kernels(graph, z0.device), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             from torch._inductor.compile_fx import compile_fx_inner
