@@ -431,23 +431,30 @@ def _cause(error) -> str:
 
 
 @contextlib.contextmanager
-def one_fake_mode(real: bool = True):
+def one_fake_mode(real: bool = True, *, cacheable: bool = False):
     """Trace with ``make_fx`` in its "real" mode faster: it records each operation's output as
     a fake tensor, and without a fake-tensor mode in the tracing context it makes a new mode
     for every operation (each capturing the Python stack), about 40% of the tracing time (an
     HMM's 15,000-operation potential: 31 s against 20 s). One mode serves the whole trace.
     A symbolic trace brings its own mode (with its shape environment): ``real=False`` leaves
-    it alone."""
+    it alone.
+
+    ``cacheable=True`` is the context for compiling an already-traced graph with inductor's
+    own entry: the mode has a shape environment, which inductor's FX graph cache needs
+    (without one it bypasses the cache, "No shape env"), and accepts the graph's real
+    constants."""
     if not real:
         yield
         return
     try:
         from torch._guards import TracingContext, tracing
         from torch._subclasses.fake_tensor import FakeTensorMode
-    except ImportError:  # an older or newer torch without these: trace as it does
+        from torch.fx.experimental.symbolic_shapes import ShapeEnv
+    except ImportError:  # an older or newer torch without these: trace (or compile) as it does
         yield
         return
-    with tracing(TracingContext(FakeTensorMode(allow_fallback_kernels=True))):
+    options = {"allow_non_fake_inputs": True, "shape_env": ShapeEnv()} if cacheable else {}
+    with tracing(TracingContext(FakeTensorMode(allow_fallback_kernels=True, **options))):
         yield
 
 

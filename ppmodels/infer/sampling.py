@@ -39,7 +39,7 @@ ENGINES = ("ppmodels", "pyro")
 #: at most this many chains by default
 DEFAULT_MAX_CHAINS = 4
 #: ``compile="auto"`` picks inductor for chains of at least this many iterations. Inductor's
-#: compile costs about 10 ms per operation of the potential's graph and saves about 1-2 us per
+#: compile costs about 5-10 ms per operation of the potential's graph and saves about 1-2 us per
 #: operation at every call against TorchScript: it pays after some 5,000-10,000 calls, whatever
 #: the graph's size, and NUTS makes 3-30 calls an iteration. The chains share one compile and
 #: run in parallel, so it is each chain's length that counts.
@@ -212,7 +212,7 @@ def mcmc(
     :param num_chains: chains (default: one per core, 2 to 4); they run in ``processes``
         parallel processes (default: as many as the cores allow).
     :param compile: ``"inductor"`` (the potential and its gradient compiled to C++: about a
-        second per kernel, 1.5-6 s on small models, then 14-140 us a call), ``"graph"`` (the
+        second per kernel, 1-6 s on small models, then 12-140 us a call), ``"graph"`` (the
         traced graph run by TorchScript: a second or two, then 0.3-0.7 ms a call), ``None``
         (eager Pyro, about 3 ms a call), or ``"auto"`` (:func:`auto_compile`): inductor when each process runs
         at least :data:`INDUCTOR_ITERATIONS` iterations, where its compile time pays, the graph
