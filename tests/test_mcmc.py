@@ -176,16 +176,48 @@ def test_when_inductors_direct_entry_fails_torch_compile_serves_and_the_note_say
     assert potential(z)[0] == pytest.approx(float(potential.eager(torch.tensor(z, dtype=torch.float32))[0]), rel=1e-6)
 
 
-def test_small_graphs_get_scalar_kernels_and_large_ones_vectorized():
-    import torch._inductor.config as inductor_config
+def test_inductors_settings_follow_the_graphs_size():
     from torch.fx.experimental.proxy_tensor import make_fx
 
-    from ppmodels.infer.potential import SCALAR_KERNELS_UP_TO, _scalar_kernels
+    from ppmodels.infer.potential import FEW_FUSION_PAIRS_ABOVE, FUSION_PAIRS, SCALAR_KERNELS_UP_TO, _settings
 
-    for size, simdlen in [(SCALAR_KERNELS_UP_TO, 1), (SCALAR_KERNELS_UP_TO + 1, inductor_config.cpp.simdlen)]:
-        graph = make_fx(lambda x: (x * 2.0).sum())(torch.ones(size))
-        with _scalar_kernels(graph, torch.device("cpu")):
-            assert inductor_config.cpp.simdlen == simdlen, size
+    cpu = torch.device("cpu")
+    # scalar loops up to SCALAR_KERNELS_UP_TO elements in a tensor, vectorized above
+    assert _settings(make_fx(lambda x: (x * 2.0).sum())(torch.ones(SCALAR_KERNELS_UP_TO)), cpu) == {"cpp.simdlen": 1}
+    assert _settings(make_fx(lambda x: (x * 2.0).sum())(torch.ones(SCALAR_KERNELS_UP_TO + 1)), cpu) == {}
+
+    # fewer fusion pairs tried above FEW_FUSION_PAIRS_ABOVE operations
+    def chain(n):
+        def f(x):
+            for _ in range(n):
+                x = x * 1.5
+            return x
+
+        return f
+
+    for n, pairs in [(FEW_FUSION_PAIRS_ABOVE - 10, None), (FEW_FUSION_PAIRS_ABOVE, FUSION_PAIRS)]:
+        graph = make_fx(chain(n))(torch.ones(3))
+        settings = _settings(graph, cpu)
+        assert settings.get("max_fusion_buffer_group_pairwise_attempts") == pairs, len(graph.graph.nodes)
+
+
+def test_a_computation_repeated_in_the_model_is_compiled_once(monkeypatch):
+    """Each Normal built from ``scale.exp()`` takes its log again, and its gradient repeats that
+    too: the compiled graph holds each computation once, and computes the same potential."""
+    import ppmodels.infer.potential as potential_module
+
+    def repeated(y):
+        scale = pyro.sample("scale", dist.Normal(0.0, 1.0))
+        pyro.sample("y1", dist.Normal(0.0, scale.exp()), obs=y[0])
+        pyro.sample("y2", dist.Normal(0.0, scale.exp()), obs=y[1])
+
+    y = torch.tensor([0.4, -1.3])
+    compiled = Potential(repeated, (y,), compile="inductor")
+    assert compiled.mode == "inductor" and compiled.fallback is None
+    z = np.array([0.7])
+    assert compiled(z)[0] == pytest.approx(float(compiled.eager(torch.tensor(z, dtype=torch.float32))[0]), rel=1e-6)
+    monkeypatch.setattr(potential_module, "_without_repeats", lambda graph: graph)
+    assert compiled.nodes < Potential(repeated, (y,), compile="inductor").nodes
 
 
 def test_a_potential_compiles_once():
@@ -315,10 +347,10 @@ def gaussian_hmm(y):
 
 
 def test_a_model_with_in_place_operations_compiles_to_the_same_potential():
-    """Inductor's entry for traced graphs expects no in-place operations; the potential is
-    made functional first. Without that, inductor compiled this model's potential wrong (111.6
-    against 110.9 here; NaN everywhere on a 100-step version): the check caught it, and the
-    chains ran eagerly, 40 times slower."""
+    """Inductor's entry for traced graphs expects no in-place operations; the potential's are
+    rewritten first (here a clamp through ``.data``, out of place). Without that, inductor
+    compiled this model's potential wrong (111.6 against 110.9 here; NaN everywhere on a
+    100-step version): the check caught it, and the chains ran eagerly, 40 times slower."""
     y = torch.tensor([0.1, -0.4, 4.2, 3.9, 4.4, 0.3, 0.0, 3.7, 4.1, -0.2])
     pyro.set_rng_seed(0)
     potential = Potential(gaussian_hmm, (y,), compile="inductor")
@@ -330,19 +362,98 @@ def test_a_model_with_in_place_operations_compiles_to_the_same_potential():
         assert np.allclose(grad, eager_grad.double().numpy(), rtol=1e-4, atol=1e-4)
 
 
+def writes_through_a_view(y):
+    """The second location is twice the first, written in place through a slice of a copy."""
+    mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+    loc = mu.expand(2).clone()
+    loc[1:].mul_(2.0)
+    pyro.sample("y", dist.Normal(loc, 1.0).to_event(1), obs=y)
+
+
+def test_an_in_place_operation_through_a_view_is_made_functional_by_a_second_trace():
+    y = torch.tensor([0.7, 1.9])
+    potential = Potential(writes_through_a_view, (y,), compile="inductor")
+    assert potential.mode == "inductor" and potential.fallback is None, potential.fallback
+    for mu in (-0.4, 0.9):
+        exact = 0.5 * mu**2 + 0.5 * (0.7 - mu) ** 2 + 0.5 * (1.9 - 2 * mu) ** 2 + 1.5 * math.log(2 * math.pi)
+        value, grad = potential(np.array([mu]))
+        assert value == pytest.approx(exact, rel=1e-5)
+        assert grad[0] == pytest.approx(mu - (0.7 - mu) - 2 * (1.9 - 2 * mu), abs=1e-4)
+
+
 def test_in_place_operations_that_cannot_be_rewritten_leave_the_potential_eager(monkeypatch):
     def refuses(*args, **kwargs):
         raise NotImplementedError("functionalize: an operation without a functional variant")
 
     monkeypatch.setattr(torch.func, "functionalize", refuses)
-    y = torch.tensor([0.1, -0.4, 4.2, 3.9])
-    pyro.set_rng_seed(0)
-    potential = Potential(gaussian_hmm, (y,), compile="inductor")
+    y = torch.tensor([0.7, 1.9])
+    potential = Potential(writes_through_a_view, (y,), compile="inductor")
     assert potential.mode is None
     assert potential.fallback.startswith("the potential's in-place operations could not be rewritten for inductor")
     assert "NotImplementedError: functionalize: an operation without a functional variant" in potential.fallback
     assert "compile='graph'" in potential.fallback
     assert math.isfinite(potential(np.zeros(potential.dim))[0])
+
+
+def test_an_in_place_operation_on_a_tensor_nothing_else_reads_becomes_out_of_place():
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from ppmodels.infer.potential import _rewrite_in_place_on_unread_tensors
+
+    def mutated(graph):
+        return [str(n.target) for n in graph.graph.nodes if n.op == "call_function" and n.target._schema.is_mutable]
+
+    x = torch.tensor([-0.5, 0.3, 0.9, 1.4])
+    # autograd's backward of clamp(min, max) makes its mask this way
+    mask = make_fx(lambda x: (x >= 0).logical_and_(x <= 1).float() * x)(x)
+    expected = mask(x)
+    assert mutated(mask) == ["aten.logical_and_.default"]
+    assert _rewrite_in_place_on_unread_tensors(mask) is False
+    assert mutated(mask) == [] and torch.equal(mask(x), expected)
+
+    def read_after(x):
+        y = x * 2.0
+        total = y.sum()  # read before the change: the rewrite is exact
+        y.add_(1.0)
+        return y * total
+
+    rewritten = make_fx(read_after)(x)
+    assert _rewrite_in_place_on_unread_tensors(rewritten) is False
+    assert mutated(rewritten) == [] and torch.equal(rewritten(x), read_after(x))
+
+    def through_a_view(x):
+        y = x * 2.0
+        head = y[:2]
+        y.add_(1.0)
+        return head * 1.0  # the view sees the change: the rewrite would be wrong
+
+    kept = make_fx(through_a_view)(x)
+    assert _rewrite_in_place_on_unread_tensors(kept) is True
+    assert mutated(kept) == ["aten.add_.Tensor"] and torch.equal(kept(x), through_a_view(x))
+
+
+def test_a_categorical_with_probabilities_compiles_without_a_second_trace(monkeypatch):
+    # Categorical(probs) clamps them; the clamp's backward mask is the only in-place operation
+    def refuses(*args, **kwargs):
+        raise AssertionError("functionalize is not needed here")
+
+    monkeypatch.setattr(torch.func, "functionalize", refuses)
+    y = torch.tensor([0, 2, 2, 1, 2])
+    dirichlet = dist.Dirichlet(torch.ones(3))
+
+    def categorical(y):
+        probs = pyro.sample("probs", dirichlet)
+        with pyro.plate("data", len(y)):
+            pyro.sample("y", dist.Categorical(probs), obs=y)
+
+    pyro.set_rng_seed(0)
+    potential = Potential(categorical, (y,), compile="inductor")
+    assert potential.mode == "inductor" and potential.fallback is None, potential.fallback
+    z = np.array([0.2, -0.6])
+    value, grad = potential(z)
+    eager_value, eager_grad = potential.eager(torch.tensor(z, dtype=torch.float32))
+    assert value == pytest.approx(float(eager_value), rel=1e-6)
+    assert np.allclose(grad, eager_grad.double().numpy(), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("mode", [None, "inductor"])
