@@ -277,7 +277,7 @@ def _functional(graph, z0, decompositions):
     decompositions again (the functional ops, ``clamp`` for ``clamp_``, need them): that
     trace costs as long as the first (10 s on the 100-step HMM's graph, whose only in-place
     operations are those masks, rewritten instead)."""
-    if not _rewrite_in_place_on_unread_tensors(graph):
+    if not _rewrite_in_place_on_unread_tensors(graph, decompositions):
         return graph
     from torch.func import functionalize
     from torch.fx.experimental.proxy_tensor import make_fx
@@ -293,15 +293,17 @@ def _functional(graph, z0, decompositions):
             ) from error
 
 
-def _rewrite_in_place_on_unread_tensors(graph) -> bool:
+def _rewrite_in_place_on_unread_tensors(graph, decompositions=None) -> bool:
     """Replace each in-place operation by its out-of-place variant where that changes nothing:
     it writes only its first argument, which is a new tensor (no view, no input of the graph),
     or a whole-tensor alias of one (``.data``, ``.detach()``: Pyro's ``_logmatmulexp`` clamps
     its maximum that way) that nothing else reads, and no view was taken of that tensor. Reads
     before the change keep the tensor; reads after it take the variant's result (``make_fx``
     records a read after an in-place operation on the tensor itself as a read of the
-    operation's result; through an alias, as a read of the tensor). Returns whether in-place
-    operations remain."""
+    operation's result; through an alias, as a read of the tensor). The variant is decomposed
+    as ``decompositions`` say (inductor's expect ``clamp`` as ``clamp_min`` and ``clamp_max``).
+    Returns whether in-place operations remain."""
+    # the nodes' places; a node inserted here comes before the one being rewritten: -1
     order = {node: i for i, node in enumerate(graph.graph.nodes)}
     remain = False
     for node in list(graph.graph.nodes):
@@ -315,12 +317,12 @@ def _rewrite_in_place_on_unread_tensors(graph) -> bool:
         if written != [0] or out_of_place is None or not _writable(tensor, target, node, order):
             remain = True
             continue
-        with graph.graph.inserting_before(node):
-            replacement = graph.graph.call_function(out_of_place, node.args, node.kwargs)
-        replacement.meta = dict(node.meta)
-        order[replacement] = order[node] - 0.5
+        replacement = _call(graph, node, out_of_place, decompositions or {})
+        if replacement is None:
+            remain = True
+            continue
         node.replace_all_uses_with(replacement)
-        later = [user for user in tensor.users if user is not target and order[user] > order[node]]
+        later = [user for user in tensor.users if user is not target and order.get(user, -1) > order[node]]
         for user in later:
             user.replace_input_with(tensor, replacement)
         graph.graph.erase_node(node)
@@ -328,6 +330,42 @@ def _rewrite_in_place_on_unread_tensors(graph) -> bool:
             graph.graph.erase_node(target)
     graph.recompile()
     return remain
+
+
+def _call(graph, node, op, decompositions):
+    """``op`` on ``node``'s arguments, inserted before ``node``: one operation, or the
+    operations of its decomposition (traced on zeros of the arguments' shapes). ``None`` where
+    that cannot be done here (an argument without its traced value, a decomposition that makes
+    constants)."""
+    if op not in decompositions:
+        with graph.graph.inserting_before(node):
+            replacement = graph.graph.call_function(op, node.args, node.kwargs)
+        replacement.meta = dict(node.meta)
+        return replacement
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    flat, spec = pytree.tree_flatten((node.args, node.kwargs))
+    places = [i for i, a in enumerate(flat) if isinstance(a, torch.fx.Node)]
+    values = [flat[i].meta.get("val") for i in places]
+    if not all(isinstance(v, torch.Tensor) for v in values):
+        return None
+
+    def call(*tensors):
+        arguments = list(flat)
+        for i, t in zip(places, tensors):
+            arguments[i] = t
+        args, kwargs = pytree.tree_unflatten(arguments, spec)
+        return op(*args, **kwargs)
+
+    zeros = [torch.empty_strided(v.shape, v.stride(), dtype=v.dtype, device=v.device).zero_() for v in values]
+    with torch.no_grad(), warnings.catch_warnings(), one_fake_mode():
+        warnings.simplefilter("ignore")
+        decomposed = make_fx(call, decomposition_table=decompositions)(*zeros)
+    if any(n.op == "get_attr" for n in decomposed.graph.nodes):
+        return None
+    inputs = [n for n in decomposed.graph.nodes if n.op == "placeholder"]
+    with graph.graph.inserting_before(node):
+        return graph.graph.graph_copy(decomposed.graph, {p: flat[i] for p, i in zip(inputs, places)})
 
 
 def _is_whole_alias(node) -> bool:
@@ -338,7 +376,7 @@ def _writable(tensor, target, node, order) -> bool:
     """``tensor`` is new; every operation reading it before ``node`` makes a new tensor of it (a
     view would see the change later); ``target`` is it or its one whole alias."""
     return _is_new(tensor) and all(
-        user in (target, node) or order[user] > order[node] or (_is_op(user) and _makes_new_tensor(user))
+        user in (target, node) or order.get(user, -1) > order[node] or (_is_op(user) and _makes_new_tensor(user))
         for user in tensor.users
     )
 
