@@ -129,7 +129,7 @@ def test_auto_compile_counts_the_processes_that_really_run(monkeypatch):
 
 
 def test_a_large_graph_is_announced_before_inductor_compiles_it(monkeypatch):
-    # a 100-step HMM written with pyro.markov is 15,000 operations, 3 minutes of compiling: the
+    # a 100-step HMM written with pyro.markov is 11,799 operations, 90 s of compiling: the
     # user hears it before the wait, with the way out (a small threshold stands in for it here)
     import ppmodels.infer.potential as potential_module
 

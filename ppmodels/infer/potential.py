@@ -39,11 +39,11 @@ from .initialization import init_to_uniform
 
 COMPILE_MODES = ("inductor", "graph")
 #: larger graphs are not given to inductor; TorchScript runs them. Inductor's compile time grows
-#: with the graph (about 8 ms an operation: 15,000 operations, an HMM's 100 steps unrolled, take
-#: about 2 minutes) and was not measured beyond this
+#: with the graph (about 7-8 ms an operation: 11,799 operations, an HMM's 100 steps unrolled,
+#: take about 90 s) and was not measured beyond this
 INDUCTOR_MAX_NODES = 20000
 #: inductor's compile time per operation of the graph, about, measured (CPU, 2 cores: the
-#: 100-step HMM's 15,185 operations took 120 s, posteriordb's GARCH's 6,601 under a minute): a
+#: 100-step HMM's 11,799 operations took 88 s with the trace, posteriordb's GARCH's 6,565 34 s): a
 #: graph larger than LARGE_GRAPH takes minutes, and the user is told so before it starts
 INDUCTOR_SECONDS_PER_NODE = 0.008
 LARGE_GRAPH = 10000
