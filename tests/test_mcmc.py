@@ -382,6 +382,35 @@ def test_an_in_place_operation_through_a_view_is_made_functional_by_a_second_tra
         assert grad[0] == pytest.approx(mu - (0.7 - mu) - 2 * (1.9 - 2 * mu), abs=1e-4)
 
 
+def test_an_out_of_place_variant_is_decomposed_as_inductor_expects_or_left_to_the_second_trace():
+    """Inductor refuses ``clamp`` undecomposed; the variant is traced through the decomposition
+    table on zeros of its arguments' shapes. Where that trace fails, the in-place operation
+    stays, for functionalize's trace of the whole graph."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from ppmodels.infer.potential import _inductor_decompositions, _rewrite_in_place_on_unread_tensors
+
+    def targets(graph):
+        return [str(n.target) for n in graph.graph.nodes if n.op == "call_function"]
+
+    def clamped(x):
+        return (x * 2.0).clamp_(0.0, 1.0) + 1.0
+
+    x = torch.tensor([-0.5, 0.3, 0.9])
+    decompositions = _inductor_decompositions()
+    graph = make_fx(clamped)(x)
+    assert _rewrite_in_place_on_unread_tensors(graph, decompositions) is False
+    assert "aten.clamp_min.default" in targets(graph) and "aten.clamp.default" not in targets(graph)
+    assert torch.equal(graph(x), clamped(x))
+
+    def refuses(*args, **kwargs):
+        raise RuntimeError("needs the values")
+
+    graph = make_fx(clamped)(x)
+    assert _rewrite_in_place_on_unread_tensors(graph, {**decompositions, torch.ops.aten.clamp.default: refuses})
+    assert "aten.clamp_.default" in targets(graph) and torch.equal(graph(x), clamped(x))
+
+
 def test_in_place_operations_that_cannot_be_rewritten_leave_the_potential_eager(monkeypatch):
     def refuses(*args, **kwargs):
         raise NotImplementedError("functionalize: an operation without a functional variant")

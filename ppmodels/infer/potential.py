@@ -360,7 +360,10 @@ def _call(graph, node, op, decompositions):
     zeros = [torch.empty_strided(v.shape, v.stride(), dtype=v.dtype, device=v.device).zero_() for v in values]
     with torch.no_grad(), warnings.catch_warnings(), one_fake_mode():
         warnings.simplefilter("ignore")
-        decomposed = make_fx(call, decomposition_table=decompositions)(*zeros)
+        try:
+            decomposed = make_fx(call, decomposition_table=decompositions)(*zeros)
+        except Exception:  # noqa: BLE001 (a decomposition that needs more than shapes: the second trace serves)
+            return None
     if any(n.op == "get_attr" for n in decomposed.graph.nodes):
         return None
     inputs = [n for n in decomposed.graph.nodes if n.op == "placeholder"]
@@ -509,7 +512,10 @@ def _inductor(graph, z0):
     # torch's own deprecation notices while it compiles are not the user's warnings
     import torch._inductor.config as inductor_config
 
-    settings = inductor_config.patch(_settings(graph, z0.device))
+    try:
+        settings = inductor_config.patch(_settings(graph, z0.device))
+    except (AttributeError, KeyError):  # a torch whose inductor lacks one of them: its defaults
+        settings = contextlib.nullcontext()
     with torch.no_grad(), _compile_threads(z0.device), settings, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
