@@ -201,6 +201,45 @@ def test_inductors_settings_follow_the_graphs_size():
         assert settings.get("max_fusion_buffer_group_pairwise_attempts") == pairs, len(graph.graph.nodes)
 
 
+def test_small_cumulative_sums_and_products_are_fused_and_exact():
+    """A Dirichlet's stick-breaking transform and a model's ``cumsum`` are aten's scans, which
+    inductor leaves as calls between kernels on a CPU; small ones are written as masked sums and
+    products (one kernel), with the same values and gradients, zeros and negatives included."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from ppmodels.infer.potential import SMALL_MATMUL, _inductor_decompositions
+
+    decompositions = _inductor_decompositions()
+    x = torch.tensor([[0.5, -1.5, 0.0, 2.0], [1.25, 3.0, -0.5, 0.75], [0.0, 0.0, 1.0, -2.0]], dtype=torch.float64)
+
+    def scanned(scan, dim):
+        def f(x):
+            y = scan(x, dim)
+            (grad,) = torch.autograd.grad((y * torch.arange(1.0, 5.0, dtype=x.dtype)).sum(), x)
+            return y, grad
+
+        return f
+
+    for scan in (torch.cumsum, torch.cumprod):
+        for dim in (0, 1, -1):
+            f = scanned(scan, dim)
+            graph = make_fx(f, decomposition_table=decompositions)(x.clone().requires_grad_(True))
+            targets = {str(n.target) for n in graph.graph.nodes if n.op == "call_function"}
+            assert not targets & {"aten.cumsum.default", "aten.cumprod.default"}, (scan, dim)
+            y, grad = graph(x.clone().requires_grad_(True))
+            y_ref, grad_ref = f(x.clone().requires_grad_(True))
+            assert torch.allclose(y, y_ref, rtol=1e-12, atol=1e-12), (scan, dim)
+            assert torch.allclose(grad, grad_ref, rtol=1e-12, atol=1e-12), (scan, dim)
+
+    zeros = x == 0  # cumprod's backward counts zeros this way: the same integer result and dtype
+    graph = make_fx(lambda m: torch.cumsum(m, 1), decomposition_table=decompositions)(zeros)
+    assert graph(zeros).dtype == torch.cumsum(zeros, 1).dtype and torch.equal(graph(zeros), torch.cumsum(zeros, 1))
+
+    large = torch.ones(SMALL_MATMUL // 64 + 1, 64)  # over SMALL_MATMUL multiply-adds: aten's own scan
+    graph = make_fx(lambda x: torch.cumsum(x, -1), decomposition_table=decompositions)(large)
+    assert "aten.cumsum.default" in {str(n.target) for n in graph.graph.nodes}
+
+
 def test_a_computation_repeated_in_the_model_is_compiled_once(monkeypatch):
     """Each Normal built from ``scale.exp()`` takes its log again, and its gradient repeats that
     too: the compiled graph holds each computation once, and computes the same potential."""

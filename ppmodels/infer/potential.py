@@ -49,7 +49,8 @@ INDUCTOR_SECONDS_PER_NODE = 0.008
 LARGE_GRAPH = 10000
 #: compiled and eager potentials must agree this closely (relative, float32 arithmetic)
 TOLERANCE = 1e-3
-#: for inductor, a (batched) matrix product of at most this many multiply-adds is written as a
+#: for inductor, a (batched) matrix product of at most this many multiply-adds (and a cumulative
+#: sum or product of at most this many elements times its length) is written as a
 #: broadcast product and a sum, which inductor fuses with the operations around it; as a BLAS
 #: call it costs about 2 us and splits the graph into separate C++ kernels, each one more
 #: ``gcc`` run. Pyro's ``DiscreteHMM`` (2 states, 100 steps): compile 11.9 s against 20.7 s, a
@@ -249,8 +250,12 @@ class Potential:
 
 
 def _inductor_decompositions() -> dict:
-    """Inductor's decompositions, and small matrix products as a product and a sum
-    (:data:`SMALL_MATMUL`)."""
+    """Inductor's decompositions, and two more for small tensors (:data:`SMALL_MATMUL`), which
+    inductor otherwise leaves as calls between its kernels: a (batched) matrix product as a
+    product and a sum; a cumulative sum or product (a Dirichlet's stick-breaking transform,
+    a model's ``cumsum``) as a masked sum or product over a triangle, exact. Those scans split
+    the DiscreteHMM's graph into 3 kernels; as one: a call 85 against 115 us, the mixture's
+    48 against 60, a compile about 0.4 s shorter (one ``gcc`` run)."""
     _import_inductor()
     from torch._inductor.decomposition import select_decomp_table
 
@@ -261,7 +266,24 @@ def _inductor_decompositions() -> dict:
             return NotImplemented  # make_fx keeps the BLAS call
         return (a.unsqueeze(-1) * b.unsqueeze(-3)).sum(-2)
 
-    return {**select_decomp_table(), aten.mm.default: small, aten.bmm.default: small}
+    def scan(reduce, neutral):
+        def scanned(x, dim, dtype=None):
+            if x.dim() == 0 or x.numel() * x.shape[dim] > SMALL_MATMUL:
+                return NotImplemented  # make_fx keeps aten's own
+            x = (x if dtype is None else x.to(dtype)).movedim(dim, -1)
+            index = torch.arange(x.shape[-1], device=x.device)
+            upto = index.unsqueeze(-1) >= index  # [i, j]: j <= i
+            return reduce(torch.where(upto, x.unsqueeze(-2), neutral), -1).movedim(-1, dim)
+
+        return scanned
+
+    return {
+        **select_decomp_table(),
+        aten.mm.default: small,
+        aten.bmm.default: small,
+        aten.cumsum.default: scan(torch.sum, 0),
+        aten.cumprod.default: scan(torch.prod, 1),
+    }
 
 
 def _functional(graph, z0, decompositions):
