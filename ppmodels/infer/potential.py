@@ -7,10 +7,11 @@ priors). Every leapfrog step of HMC or NUTS evaluates it and its gradient; eager
 Pyro's messengers, a trace and the autograd engine at every step. Here the value and the
 gradient are traced once (``make_fx`` through ``torch.autograd.grad``) into one graph whose
 only input is the flat vector: ``"inductor"`` compiles that graph to C++ kernels (made
-functional first, small matrix products fused; found again in inductor's on-disk cache for the
-same model and data), ``"graph"`` runs the traced graph with TorchScript (no compiler; also
-the choice for graphs of more than :data:`INDUCTOR_MAX_NODES` operations, whose inductor
-compile was not measured), ``None`` stays eager.
+functional first, each repeated computation kept once, small matrix products and cumulative
+sums fused; found again in inductor's on-disk cache for the same model and data),
+``"graph"`` runs the traced graph with TorchScript (no compiler; also the choice for graphs of
+more than :data:`INDUCTOR_MAX_NODES` operations, whose inductor compile was not measured),
+``None`` stays eager.
 
 The graph bakes in the model's arguments and their shapes: a :class:`Potential` belongs to one
 ``(model, args)`` and is never reused for others. A model that cannot be traced (data-dependent
@@ -49,11 +50,11 @@ INDUCTOR_SECONDS_PER_NODE = 0.008
 LARGE_GRAPH = 10000
 #: compiled and eager potentials must agree this closely (relative, float32 arithmetic)
 TOLERANCE = 1e-3
-#: for inductor, a (batched) matrix product of at most this many multiply-adds (and a cumulative
-#: sum or product of at most this many elements times its length) is written as a
-#: broadcast product and a sum, which inductor fuses with the operations around it; as a BLAS
-#: call it costs about 2 us and splits the graph into separate C++ kernels, each one more
-#: ``gcc`` run. Pyro's ``DiscreteHMM`` (2 states, 100 steps): compile 11.9 s against 20.7 s, a
+#: for inductor, a (batched) matrix product of at most this many multiply-adds is written as a
+#: broadcast product and a sum (and a cumulative sum or product of at most this many elements
+#: times its length as a masked sum or product), which inductor fuses with the operations
+#: around it; as a BLAS call it costs about 2 us and splits the graph into separate C++
+#: kernels, each one more ``gcc`` run. Pyro's ``DiscreteHMM`` (2 states, 100 steps): compile 11.9 s against 20.7 s, a
 #: call 122 us against 193 us; the GP with a Cholesky: 124 us against 146 us
 SMALL_MATMUL = 4096
 #: on a CPU, a graph whose tensors have at most this many elements is compiled to scalar C++
@@ -327,7 +328,7 @@ def _rewrite_in_place_on_unread_tensors(graph, decompositions=None) -> bool:
     Returns whether in-place operations remain."""
     # the nodes' places; a node inserted here comes before the one being rewritten: -1
     order = {node: i for i, node in enumerate(graph.graph.nodes)}
-    remain = False
+    remain = changed = False
     for node in list(graph.graph.nodes):
         if not (_is_op(node) and node.target._schema.is_mutable):
             continue
@@ -350,7 +351,9 @@ def _rewrite_in_place_on_unread_tensors(graph, decompositions=None) -> bool:
         graph.graph.erase_node(node)
         if target is not tensor and not target.users:
             graph.graph.erase_node(target)
-    graph.recompile()
+        changed = True
+    if changed:  # regenerating the graph's code takes a while on a large graph: only when needed
+        graph.recompile()
     return remain
 
 
