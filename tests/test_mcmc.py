@@ -201,6 +201,36 @@ def test_inductors_settings_follow_the_graphs_size():
         assert settings.get("max_fusion_buffer_group_pairwise_attempts") == pairs, len(graph.graph.nodes)
 
 
+def test_small_accumulating_index_puts_are_dense_sums_and_exact():
+    """The backward of indexing by a tensor (``transition[x]`` in an enumerated HMM) accumulates
+    with ``index_put``; inductor (torch 2.13, CPU) compiled many of them in one graph to wrong
+    gradients (the 30-step HMM's), so small ones are written as a one-hot product and a sum:
+    the same values and gradients, repeated and negative indices included."""
+    from ppmodels.infer.potential import SMALL_MATMUL, _inductor_decompositions
+
+    put = _inductor_decompositions()[torch.ops.aten.index_put.default]
+    index = torch.tensor([[2, 0], [-1, 2]])  # repeated, and -1 for the last row
+    cases = [(torch.randn(3, dtype=torch.float64), torch.randn(2, 2, dtype=torch.float64)),
+             (torch.randn(3, 4, dtype=torch.float64), torch.randn(2, 2, 4, dtype=torch.float64)),
+             (torch.randn(3, 4, dtype=torch.float64), torch.randn(4, dtype=torch.float64))]  # fmt: skip
+    for x, values in cases:
+        x.requires_grad_(True)
+        values.requires_grad_(True)
+        mine = put(x, [index], values, True)
+        theirs = torch.ops.aten.index_put(x, [index], values, True)
+        assert torch.allclose(mine, theirs, rtol=1e-12, atol=1e-12)
+        weights = torch.randn(theirs.shape, dtype=torch.float64)
+        grads = torch.autograd.grad((mine * weights).sum(), (x, values))
+        expected = torch.autograd.grad((theirs * weights).sum(), (x, values))
+        assert all(torch.allclose(a, b, rtol=1e-12, atol=1e-12) for a, b in zip(grads, expected))
+    x, values = torch.zeros(3), torch.ones(2, 2)
+    assert put(x, [index], values, False) is NotImplemented  # a write, not a sum: aten's own
+    assert put(x, [index > 0], values, True) is NotImplemented  # a mask
+    assert put(torch.zeros(3, 3), [index, index], values, True) is NotImplemented  # two indices
+    big = torch.zeros(SMALL_MATMUL)
+    assert put(big, [torch.tensor([0, 1])], torch.ones(2), True) is NotImplemented
+
+
 def test_small_cumulative_sums_and_products_are_fused_and_exact():
     """A Dirichlet's stick-breaking transform and a model's ``cumsum`` are aten's scans, which
     inductor leaves as calls between kernels on a CPU; small ones are written as masked sums and

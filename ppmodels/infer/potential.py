@@ -251,12 +251,17 @@ class Potential:
 
 
 def _inductor_decompositions() -> dict:
-    """Inductor's decompositions, and two more for small tensors (:data:`SMALL_MATMUL`), which
-    inductor otherwise leaves as calls between its kernels: a (batched) matrix product as a
-    product and a sum; a cumulative sum or product (a Dirichlet's stick-breaking transform,
-    a model's ``cumsum``) as a masked sum or product over a triangle, exact. Those scans split
-    the DiscreteHMM's graph into 3 kernels; as one: a call 85 against 115 us, the mixture's
-    48 against 60, a compile about 0.4 s shorter (one ``gcc`` run)."""
+    """Inductor's decompositions, and three more for small tensors (:data:`SMALL_MATMUL`):
+
+    - a (batched) matrix product as a product and a sum, and a cumulative sum or product (a
+      Dirichlet's stick-breaking transform, a model's ``cumsum``) as a masked sum or product
+      over a triangle, exact. Inductor leaves them as calls between its kernels: those scans
+      split the DiscreteHMM's graph into 3 kernels; as one, a call 85 against 115 us, the
+      mixture's 48 against 60, a compile about 0.4 s shorter (one ``gcc`` run);
+    - an accumulating ``index_put`` (the backward of indexing by a tensor: ``transition[x]``
+      in an enumerated HMM) as a one-hot product and a sum. Inductor (torch 2.13, CPU)
+      compiled a graph with many of them to a wrong gradient (a 30-step HMM's; the check
+      against eager Pyro caught it and ran the model eagerly, 40 ms a call)."""
     _import_inductor()
     from torch._inductor.decomposition import select_decomp_table
 
@@ -278,8 +283,21 @@ def _inductor_decompositions() -> dict:
 
         return scanned
 
+    def scatter_add(x, indices, values, accumulate=False):
+        index = indices[0] if len(indices) == 1 else None
+        if not accumulate or index is None or index.dtype != torch.long:
+            return NotImplemented  # make_fx keeps aten's own
+        rows, rest, m = x.shape[0], x.shape[1:], index.numel()
+        if m * math.prod(x.shape) > SMALL_MATMUL:
+            return NotImplemented
+        index = torch.where(index < 0, index + rows, index).reshape(m)
+        hits = (index.unsqueeze(-1) == torch.arange(rows, device=x.device)).to(values.dtype)
+        values = values.expand(*indices[0].shape, *rest).reshape(m, 1, *rest)
+        return x + (hits.reshape(m, rows, *[1] * len(rest)) * values).sum(0)
+
     return {
         **select_decomp_table(),
+        aten.index_put.default: scatter_add,
         aten.mm.default: small,
         aten.bmm.default: small,
         aten.cumsum.default: scan(torch.sum, 0),
