@@ -7,8 +7,8 @@ priors). Every leapfrog step of HMC or NUTS evaluates it and its gradient; eager
 Pyro's messengers, a trace and the autograd engine at every step. Here the value and the
 gradient are traced once (``make_fx`` through ``torch.autograd.grad``) into one graph whose
 only input is the flat vector: ``"inductor"`` compiles that graph to C++ kernels (made
-functional first, each repeated computation kept once, small matrix products and cumulative
-sums fused; found again in inductor's on-disk cache for the same model and data),
+functional first, each repeated computation kept once, small matrix products, cumulative
+sums and accumulating index writes fused; found again in inductor's on-disk cache for the same model and data),
 ``"graph"`` runs the traced graph with TorchScript (no compiler; also the choice for graphs of
 more than :data:`INDUCTOR_MAX_NODES` operations, whose inductor compile was not measured),
 ``None`` stays eager.
@@ -35,6 +35,7 @@ import torch.utils._pytree as pytree
 from pyro.infer.mcmc.util import initialize_model
 
 from .._validate import check_choice
+from .chains import install as install_chain
 from .compiled import GraphUnsupported, _cause, _import_inductor, one_fake_mode
 from .initialization import init_to_uniform
 
@@ -81,6 +82,8 @@ class Potential:
     :ivar fallback: why the compiled potential was not used (``None`` if it is).
     :ivar compile_seconds: time to trace, compile and check it.
     :ivar note: why the mode differs from the one asked for (a graph too large for inductor).
+    :ivar chain: the :class:`~ppmodels.infer.chains.ChainEvaluator` summing an enumerated
+        Markov chain (``pyro.markov``) out by a parallel scan, or ``None`` (Pyro's contraction).
     """
 
     def __init__(self, model, args=(), kwargs=None, *, compile="inductor", max_plate_nesting=None, num_chains=1,
@@ -111,6 +114,9 @@ class Potential:
         self.initial = torch.cat(flat, -1).detach().to("cpu", torch.float64).numpy() if flat else np.zeros((1, 0))
         self.mode, self.fallback, self.compile_seconds = None, None, 0.0
         self.note, self.nodes = None, 0
+        self.chain = None
+        if self.dim:  # an enumerated Markov chain summed out by a parallel scan, where Pyro agrees
+            self.chain = install_chain(self._potential_fn, self._unflatten(self._tensor(self.initial[0])))
         self._graph = None
         if compile is not None:
             self.compile(compile)
