@@ -43,8 +43,9 @@ from .initialization import init_to_uniform
 
 COMPILE_MODES = ("inductor", "graph")
 #: larger graphs are not given to inductor; TorchScript runs them. Inductor's compile time grows
-#: with the graph (about 7-8 ms an operation: 11,799 operations, an HMM's 100 steps unrolled,
-#: take about 90 s) and was not measured beyond this
+#: with the graph (about 5-8 ms an operation: 11,799 operations, an HMM's 100 steps unrolled
+#: before its chain was scanned and its shared factor differentiated once, took about 90 s; the
+#: 4,130 they are now, 25 s) and was not measured beyond this
 INDUCTOR_MAX_NODES = 20000
 #: inductor's compile time per operation of the graph, about, measured (CPU, 2 cores: the
 #: 100-step HMM's 11,799 operations took 88 s with the trace, posteriordb's GARCH's 6,565 34 s): a
