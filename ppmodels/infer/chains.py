@@ -84,19 +84,21 @@ def install(potential_fn, point) -> ChainEvaluator | None:
 
 
 def _plan(factors, enum_symbols):
-    """``(constant, unary, pairwise, plates, size)`` for :func:`_sum_chain`, or ``None`` where
-    the factors are not one chain of at least :data:`MIN_CHAIN` enumerated variables, all
-    with the same number of states, sharing one set of plates."""
+    """The arguments of :func:`_sum_chain` (the factors without states; each variable's own
+    factors and those with its predecessor, in the chain's order; the variables' symbols; the
+    plates' symbols and sizes; the number of states), or ``None`` where the factors are not one
+    chain of at least :data:`MIN_CHAIN` enumerated variables, all with the same number of
+    states, sharing one set of plates."""
     constant, carrying, ordinal = [], [], None
     for key, tensors in factors.items():
         for tensor in tensors:
             dims = getattr(tensor, "_pyro_dims", None)
             if dims is None or len(dims) != tensor.dim():
                 return None
-            plates = frozenset(d for d in dims if d not in enum_symbols)
-            if plates != frozenset(key):  # broadcast over a plate of its ordinal: Pyro's rules
+            own_plates = frozenset(d for d in dims if d not in enum_symbols)
+            if own_plates != frozenset(key):  # broadcast over a plate of its ordinal: Pyro's rules
                 return None
-            if len(plates) == len(dims):
+            if len(own_plates) == len(dims):
                 constant.append(tensor)
                 continue
             if ordinal is None:
@@ -104,11 +106,7 @@ def _plan(factors, enum_symbols):
             if key != ordinal:  # an enumerated variable inside an inner plate
                 return None
             carrying.append(tensor)
-    order = []
-    for tensor in carrying:
-        for d in tensor._pyro_dims:
-            if d in enum_symbols and d not in order:
-                order.append(d)
+    order = list(dict.fromkeys(d for tensor in carrying for d in tensor._pyro_dims if d in enum_symbols))
     if len(order) < MIN_CHAIN:
         return None
     position = {d: i for i, d in enumerate(order)}

@@ -9,8 +9,8 @@ gradient are traced once into one graph whose only input is the flat vector (``m
 potential alone, each repeated computation kept once, then that graph's value and gradient
 through ``torch.autograd.grad``; an enumerated Markov chain summed out by a parallel scan,
 :mod:`ppmodels.infer.chains`): ``"inductor"`` compiles that graph to C++ kernels (made
-functional first, each repeated computation kept once, small matrix products, cumulative
-sums and accumulating index writes fused; found again in inductor's on-disk cache for the same model and data),
+functional first, small matrix products, cumulative sums and accumulating index writes
+fused; found again in inductor's on-disk cache for the same model and data),
 ``"graph"`` runs the traced graph with TorchScript (no compiler; also the choice for graphs of
 more than :data:`INDUCTOR_MAX_NODES` operations, whose inductor compile was not measured),
 ``None`` stays eager.
