@@ -40,6 +40,7 @@ from .._validate import check_choice
 from .chains import install as install_chain
 from .compiled import GraphUnsupported, _cause, _import_inductor, one_fake_mode
 from .initialization import init_to_uniform
+from .recording import record
 
 COMPILE_MODES = ("inductor", "graph")
 #: larger graphs are not given to inductor; TorchScript runs them. Inductor's compile time grows
@@ -234,8 +235,17 @@ class Potential:
         A model that applies a ``torch.autograd.Function`` (Pyro's ``safe_log`` in its
         contraction of enumerated sites, a user's own derivative) is refused here: a graph of
         its forward's operations would be differentiated as they are, not by its backward."""
+
+        def potential(z):
+            return self._potential_fn(self._unflatten(z))
+
         with _custom_backwards() as seen:
-            forward = self._traced(lambda z: self._potential_fn(self._unflatten(z)), z0)
+            try:  # about 5 times faster than make_fx, which serves where it cannot record
+                with torch.enable_grad(), pyro.validation_enabled(False), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    forward = record(potential, z0)
+            except Exception:  # noqa: BLE001 (make_fx traces it, or says why it cannot)
+                forward = self._traced(potential, z0)
         if seen:  # their own backward, which the forward's aten operations do not carry
             raise GraphUnsupported(f"the model applies its own autograd.Function ({', '.join(sorted(set(seen)))})")
         forward = _without_repeats(_functional(forward, z0, None))
