@@ -40,6 +40,7 @@ from .._validate import check_choice
 from .chains import install as install_chain
 from .compiled import GraphUnsupported, _cause, _import_inductor, one_fake_mode
 from .initialization import init_to_uniform
+from .lanes import batch_lanes
 from .recording import record
 
 COMPILE_MODES = ("inductor", "graph")
@@ -248,7 +249,7 @@ class Potential:
                 forward = self._traced(potential, z0)
         if seen:  # their own backward, which the forward's aten operations do not carry
             raise GraphUnsupported(f"the model applies its own autograd.Function ({', '.join(sorted(set(seen)))})")
-        forward = _without_repeats(_functional(forward, z0, None))
+        forward = _batched_lanes(_without_repeats(_functional(forward, z0, None)), z0)
 
         def value_and_grad(z):
             value = forward(z)
@@ -542,6 +543,24 @@ def _without_repeats(graph):
         return graph
     graph.graph.eliminate_dead_code()
     return torch.fx.GraphModule(graph, fx_graph_cse(graph.graph))
+
+
+def _batched_lanes(graph, z0):
+    """The graph with a loop's repeated steps batched (:mod:`ppmodels.infer.lanes`), where
+    there are any and the batched graph gives the same value at ``z0``, quietly (torch warns
+    where it has no batching rule for an operation and loops over the lanes instead); else as
+    it is. The 100-step ``pyro.markov`` HMM: 772 operations against 3,721, inductor's compile
+    about 7 s against 20, a call 84 against 220-270 us."""
+    try:
+        batched = batch_lanes(graph)
+        if batched is None:
+            return graph
+        with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            same = torch.allclose(batched(z0), graph(z0), rtol=1e-5, atol=1e-6)
+    except Exception:  # noqa: BLE001 (an operation torch cannot batch: the steps stay one by one)
+        return graph
+    return _without_repeats(batched) if same and not caught else graph
 
 
 def _torchscript(graph, z0):
