@@ -94,3 +94,33 @@ def test_a_model_with_a_data_dependent_branch_still_falls_back_with_make_fxs_mes
     assert potential.mode is None
     assert "data-dependent Python control flow" in potential.fallback
     assert "test_recording.py" in potential.fallback  # where, in the user's code
+
+
+def test_a_decomposition_is_recorded_in_its_operations_place_with_torchs_composites_inside_it_written_out():
+    aten = torch.ops.aten
+
+    def exp_as_power(x):
+        return torch.pow(2.718281828459045, x.reshape(x.shape))  # reshape: one of torch's composites
+
+    def f(z):
+        return z.exp().sum(), z * 2.0
+
+    graph = record(f, torch.tensor([0.5, -1.0]), {aten.exp.default: exp_as_power})
+    targets = {n.target for n in graph.graph.nodes}
+    assert aten.exp.default not in targets and aten.pow.Scalar in targets
+    assert aten.reshape.default not in targets
+    z = torch.tensor([1.5, 0.25])
+    total, doubled = at(graph, z)
+    assert torch.allclose(total, z.exp().sum()) and torch.equal(doubled, z * 2.0)
+
+
+def test_unfolded_the_operations_that_do_not_depend_on_the_input_are_in_the_graph():
+    def f(z):
+        return (z + torch.arange(3.0)).sum()
+
+    folded = record(f, torch.ones(3))
+    unfolded = record(f, torch.ones(3), fold=False)
+    assert any("arange" in str(n.target) for n in unfolded.graph.nodes)
+    assert not any("arange" in str(n.target) for n in folded.graph.nodes)
+    z = torch.tensor([0.1, 0.2, 0.3])
+    assert torch.equal(at(folded, z), at(unfolded, z))

@@ -32,24 +32,32 @@ class NotRecordable(Exception):
     """The function does something :func:`record` does not write down exactly."""
 
 
-def record(f, z: torch.Tensor) -> torch.fx.GraphModule:
-    """``f`` (a function of the tensor ``z`` returning a tensor) as a graph of aten
-    operations with ``z`` its one input; :class:`NotRecordable` where it cannot be."""
-    recorder = _Recorder()
+def record(f, z: torch.Tensor, decompositions=None, *, fold=True) -> torch.fx.GraphModule:
+    """``f`` (a function of the tensor ``z`` returning a tensor or a tuple of tensors) as a
+    graph of aten operations with ``z`` its one input, each operation found in
+    ``decompositions`` (a table as ``make_fx`` takes) written as its decomposition;
+    :class:`NotRecordable` where it cannot be. With ``fold=False``, operations that do not
+    depend on ``z`` are recorded too (as ``make_fx`` records them), not run once: inductor
+    folds a decomposition's ``arange`` or ``full`` into its index arithmetic, while a
+    constant is a buffer it reads (the 100-step HMM's call 310 against 84 us)."""
+    recorder = _Recorder(decompositions or {}, fold)
     placeholder = recorder.graph.placeholder("z")
     placeholder.meta["val"] = z
     recorder.track(z, placeholder)
     with recorder:
         out = f(z)
-    if not isinstance(out, torch.Tensor):
+    if not isinstance(out, torch.Tensor) and not (
+        isinstance(out, tuple) and all(isinstance(o, torch.Tensor) for o in out)
+    ):
         raise NotRecordable(f"the function returned {type(out).__name__}, not a tensor")
-    recorder.graph.output(recorder.argument(out))
+    recorder.graph.output(pytree.tree_map(recorder.argument, out))
     return torch.fx.GraphModule(recorder.root, recorder.graph)
 
 
 class _Recorder(TorchDispatchMode):
-    def __init__(self):
+    def __init__(self, decompositions, fold):
         super().__init__()
+        self.decompositions, self.fold = decompositions, fold
         self.graph = torch.fx.Graph()
         self.root = torch.nn.Module()
         # id -> (tensor, node); the tensors are held, so that no id is reused while recording
@@ -95,10 +103,21 @@ class _Recorder(TorchDispatchMode):
         depends = [isinstance(a, torch.Tensor) and self._node(a) is not None for a in flat]
         if torch.Tag.nondeterministic_seeded in func.tags:
             raise NotRecordable(f"{func} draws random numbers")
-        if not any(depends):  # a constant: computed once, here
+        data_dependent = torch.Tag.data_dependent_output in func.tags or func is torch.ops.aten.is_nonzero.default
+        if not any(depends) and (self.fold or data_dependent):  # a constant: computed once, here
             return func(*args, **kwargs)
-        if torch.Tag.data_dependent_output in func.tags or func is torch.ops.aten.is_nonzero.default:
+        if data_dependent:
             raise NotRecordable(f"{func} reads a value out of a tensor that depends on the input")
+        decomposition = self.decompositions.get(func)
+        if decomposition is None and _composite(func):
+            # inside a decomposition (below autograd) torch's own composites (``to``, ``reshape``,
+            # ``movedim``) reach the mode whole; written as torch writes them, as make_fx does
+            decomposition = func.decompose
+        if decomposition is not None:
+            with self:  # its operations recorded in its place
+                out = decomposition(*args, **kwargs)
+            if out is not NotImplemented:
+                return out
         schema = func._schema
         if schema.is_mutable:
             for i, argument in enumerate(schema.arguments):
@@ -121,6 +140,10 @@ class _Recorder(TorchDispatchMode):
         elif out is not None:  # None: a check (``_linalg_check_errors``), kept in the graph
             raise NotRecordable(f"{func} returned {type(out).__name__}")
         return out
+
+
+def _composite(func) -> bool:
+    return torch._C._dispatch_has_kernel_for_dispatch_key(func.name(), "CompositeImplicitAutograd")
 
 
 def _content(tensor):
