@@ -68,6 +68,50 @@ def test_copies_read_in_another_order_are_put_in_order():
         assert torch.allclose(batched(z), reversed_steps(z), rtol=1e-6)
 
 
+def test_a_running_total_of_copies_is_one_sum_of_their_lanes():
+    def total(z):
+        out = z.sum() * 0.0
+        for t in range(3 * MIN_LANES):  # total = total + a copy, as Pyro sums a loop's sites
+            out = out + (z * torch.tensor(float(t))).sin().sum()
+        return out
+
+    z0 = torch.tensor([0.3, -0.8])
+    graph = record(total, z0)
+    batched = batch_lanes(graph)
+    adds = [n for n in batched.graph.nodes if n.target is torch.ops.aten.add.Tensor]
+    assert len(adds) <= 2  # not 24
+    for z in (z0, torch.tensor([1.1, 0.4])):
+        with torch.no_grad():
+            assert torch.allclose(batched(z), total(z), rtol=1e-5, atol=1e-6)
+
+
+X = torch.linspace(-2.0, 2.0, 40).unsqueeze(-1) * torch.tensor([1.0, -0.5])
+OBSERVED = X @ torch.tensor([0.7, 1.3]) + 0.2 * torch.sin(torch.arange(40.0))
+
+
+def regression_in_a_loop(x, y):
+    """A loop over the data instead of a plate, as users write their first Pyro models."""
+    w = pyro.sample("w", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+    sigma = pyro.sample("sigma", dist.HalfNormal(1.0))
+    for i in range(len(y)):
+        pyro.sample(f"y_{i}", dist.Normal((x[i] * w).sum(), sigma), obs=y[i])
+
+
+def test_a_loop_over_the_data_compiles_to_pyros_potential_as_a_plate_would(monkeypatch):
+    potential = Potential(regression_in_a_loop, (X, OBSERVED), compile="inductor")
+    assert potential.mode == "inductor" and potential.note is None
+    generator = torch.Generator().manual_seed(2)
+    for _ in range(3):
+        z = potential.initial[0] + torch.randn(potential.dim, generator=generator, dtype=torch.float64).numpy()
+        value, grad = potential(z)
+        eager_value, eager_grad = potential.eager(torch.as_tensor(z, dtype=torch.float32))
+        assert value == pytest.approx(float(eager_value), rel=1e-5)
+        assert torch.allclose(torch.as_tensor(grad, dtype=torch.float32), eager_grad, rtol=1e-4, atol=1e-4)
+    monkeypatch.setattr(lanes, "MIN_LANES", 10**9)
+    one_by_one = Potential(regression_in_a_loop, (X, OBSERVED), compile="graph").nodes
+    assert potential.nodes < one_by_one / 4
+
+
 @config_enumerate
 def hmm(y):
     """Pyro's hmm.py style: two states enumerated step by step, a learned transition, the
