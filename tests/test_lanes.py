@@ -85,6 +85,17 @@ def test_a_running_total_of_copies_is_one_sum_of_their_lanes():
             assert torch.allclose(batched(z), total(z), rtol=1e-5, atol=1e-6)
 
 
+def assert_equals_eager_pyro(potential, seed):
+    """The compiled potential's value and gradient equal eager Pyro's at three random points."""
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(3):
+        z = potential.initial[0] + torch.randn(potential.dim, generator=generator, dtype=torch.float64).numpy()
+        value, grad = potential(z)
+        eager_value, eager_grad = potential.eager(torch.as_tensor(z, dtype=torch.float32))
+        assert value == pytest.approx(float(eager_value), rel=1e-5)
+        assert torch.allclose(torch.as_tensor(grad, dtype=torch.float32), eager_grad, rtol=1e-4, atol=1e-4)
+
+
 X = torch.linspace(-2.0, 2.0, 40).unsqueeze(-1) * torch.tensor([1.0, -0.5])
 OBSERVED = X @ torch.tensor([0.7, 1.3]) + 0.2 * torch.sin(torch.arange(40.0))
 
@@ -100,13 +111,7 @@ def regression_in_a_loop(x, y):
 def test_a_loop_over_the_data_compiles_to_pyros_potential_as_a_plate_would(monkeypatch):
     potential = Potential(regression_in_a_loop, (X, OBSERVED), compile="inductor")
     assert potential.mode == "inductor" and potential.note is None
-    generator = torch.Generator().manual_seed(2)
-    for _ in range(3):
-        z = potential.initial[0] + torch.randn(potential.dim, generator=generator, dtype=torch.float64).numpy()
-        value, grad = potential(z)
-        eager_value, eager_grad = potential.eager(torch.as_tensor(z, dtype=torch.float32))
-        assert value == pytest.approx(float(eager_value), rel=1e-5)
-        assert torch.allclose(torch.as_tensor(grad, dtype=torch.float32), eager_grad, rtol=1e-4, atol=1e-4)
+    assert_equals_eager_pyro(potential, seed=2)
     monkeypatch.setattr(lanes, "MIN_LANES", 10**9)
     one_by_one = Potential(regression_in_a_loop, (X, OBSERVED), compile="graph").nodes
     assert potential.nodes < one_by_one / 4
@@ -130,13 +135,7 @@ def hmm(y):
 def test_an_enumerated_hmm_compiles_to_pyros_potential_with_its_steps_batched():
     potential = Potential(hmm, (Y,), max_plate_nesting=0)
     assert potential.mode == "inductor" and potential.chain is not None
-    generator = torch.Generator().manual_seed(1)
-    for _ in range(3):
-        z = potential.initial[0] + torch.randn(potential.dim, generator=generator, dtype=torch.float64).numpy()
-        value, grad = potential(z)
-        eager_value, eager_grad = potential.eager(torch.as_tensor(z, dtype=torch.float32))
-        assert value == pytest.approx(float(eager_value), rel=1e-5)
-        assert torch.allclose(torch.as_tensor(grad, dtype=torch.float32), eager_grad, rtol=1e-4, atol=1e-4)
+    assert_equals_eager_pyro(potential, seed=1)
 
 
 def test_the_hmms_graph_is_a_fraction_of_its_steps_one_by_one(monkeypatch):
