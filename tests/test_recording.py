@@ -124,3 +124,19 @@ def test_unfolded_the_operations_that_do_not_depend_on_the_input_are_in_the_grap
     assert not any("arange" in str(n.target) for n in folded.graph.nodes)
     z = torch.tensor([0.1, 0.2, 0.3])
     assert torch.equal(at(folded, z), at(unfolded, z))
+
+
+def test_a_repeated_operation_is_recorded_once_until_something_is_written_in_place():
+    def f(z):
+        a, b = z.exp(), z.exp()  # the same operation on the same input: one node
+        c = z * 2.0
+        c.add_(1.0)  # from here on, an equal-looking operation may read a changed tensor
+        d = z * 2.0
+        return a.sum() + b.sum() + c.sum() + d.sum()
+
+    graph = record(f, torch.tensor([0.5, -1.0]))
+    targets = [n.target for n in graph.graph.nodes]
+    assert targets.count(torch.ops.aten.exp.default) == 1
+    assert targets.count(torch.ops.aten.mul.Tensor) == 2
+    z = torch.tensor([1.5, 0.25])
+    assert torch.allclose(at(graph, z), f(z))

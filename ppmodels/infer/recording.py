@@ -66,6 +66,9 @@ class _Recorder(TorchDispatchMode):
         # what is computed from equal constants is then a repeat that common-subexpression
         # elimination removes (the 100-step HMM: 2,343 operations, not 3,112)
         self._by_content = {}
+        # each functional operation recorded, by its node arguments: its repeats are not recorded
+        # again, until an in-place operation makes two equal-looking reads differ
+        self._recorded, self._mutated, self._known = {}, False, {}
 
     def track(self, tensor, node):
         self._nodes[id(tensor)] = (tensor, node)
@@ -99,17 +102,17 @@ class _Recorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        flat, spec = pytree.tree_flatten((args, kwargs))
-        depends = [isinstance(a, torch.Tensor) and self._node(a) is not None for a in flat]
-        if torch.Tag.nondeterministic_seeded in func.tags:
+        random, data_dependent, composite, written, functional = self._facts(func)
+        if random:
             raise NotRecordable(f"{func} draws random numbers")
-        data_dependent = torch.Tag.data_dependent_output in func.tags or func is torch.ops.aten.is_nonzero.default
-        if not any(depends) and (self.fold or data_dependent):  # a constant: computed once, here
+        tensors = _leaves((args, tuple(kwargs.values())), [])
+        depends = any(isinstance(a, torch.Tensor) and self._node(a) is not None for a in tensors)
+        if not depends and (self.fold or data_dependent):  # a constant: computed once, here
             return func(*args, **kwargs)
         if data_dependent:
             raise NotRecordable(f"{func} reads a value out of a tensor that depends on the input")
         decomposition = self.decompositions.get(func)
-        if decomposition is None and _composite(func):
+        if decomposition is None and composite:
             # inside a decomposition (below autograd) torch's own composites (``to``, ``reshape``,
             # ``movedim``) reach the mode whole; written as torch writes them, as make_fx does
             decomposition = func.decompose
@@ -118,28 +121,102 @@ class _Recorder(TorchDispatchMode):
                 out = decomposition(*args, **kwargs)
             if out is not NotImplemented:
                 return out
-        schema = func._schema
-        if schema.is_mutable:
-            for i, argument in enumerate(schema.arguments):
-                if argument.alias_info is None or not argument.alias_info.is_write:
-                    continue
-                value = args[i] if i < len(args) else kwargs.get(argument.name)
-                if isinstance(value, torch.Tensor) and self._node(value) is None:
-                    raise NotRecordable(f"{func} writes a value that depends on the input into a constant")
+        for i, name in written:
+            value = args[i] if i < len(args) else kwargs.get(name)
+            if isinstance(value, torch.Tensor) and self._node(value) is None:
+                raise NotRecordable(f"{func} writes a value that depends on the input into a constant")
+        if written:
+            self._mutated = True
         out = func(*args, **kwargs)
-        node_args, node_kwargs = pytree.tree_unflatten([self.argument(a) for a in flat], spec)
+        node_args = _mapped(args, self.argument)
+        node_kwargs = {k: _mapped(v, self.argument) for k, v in kwargs.items()}
+        key = None
+        if functional and not self._mutated:  # the same operation on the same inputs: its first node
+            key = _hashable((func, node_args, node_kwargs))
+            if key is not None and key in self._recorded:
+                self._track_result(out, self._recorded[key])
+                return out
         node = self.graph.call_function(func, node_args, node_kwargs)
         node.meta["val"] = out
         if isinstance(out, torch.Tensor):
-            self.track(out, node)
+            result = node
         elif isinstance(out, (tuple, list)) and all(isinstance(o, torch.Tensor) for o in out):
+            result = []
             for i, o in enumerate(out):
                 item = self.graph.call_function(operator.getitem, (node, i))
                 item.meta["val"] = o
-                self.track(o, item)
-        elif out is not None:  # None: a check (``_linalg_check_errors``), kept in the graph
+                result.append(item)
+        elif out is None:  # a check (``_linalg_check_errors``), kept in the graph
+            return out
+        else:
             raise NotRecordable(f"{func} returned {type(out).__name__}")
+        self._track_result(out, result)
+        if key is not None:
+            self._recorded[key] = result
         return out
+
+    def _track_result(self, out, result):
+        if isinstance(result, list):
+            for o, item in zip(out, result):
+                self.track(o, item)
+        else:
+            self.track(out, result)
+
+    def _facts(self, func):
+        """What the recorder asks of an operation, once per operation: whether it draws, reads a
+        value out, is one of torch's composites; the arguments it writes (place, name); whether
+        it writes nothing (a view is a value too until something is written in place)."""
+        facts = self._known.get(func)
+        if facts is None:
+            schema = func._schema
+            written = tuple(
+                (i, a.name) for i, a in enumerate(schema.arguments) if a.alias_info and a.alias_info.is_write
+            )
+            facts = (
+                torch.Tag.nondeterministic_seeded in func.tags,
+                torch.Tag.data_dependent_output in func.tags or func is torch.ops.aten.is_nonzero.default,
+                _composite(func),
+                written,
+                not schema.is_mutable,
+            )
+            self._known[func] = facts
+        return facts
+
+
+def _leaves(value, out):
+    """The leaves of nested tuples and lists (an operation's arguments), appended to ``out``."""
+    if isinstance(value, (tuple, list)):
+        for v in value:
+            _leaves(v, out)
+    else:
+        out.append(value)
+    return out
+
+
+def _mapped(value, f):
+    """``value`` (nested tuples and lists) with ``f`` applied to its leaves."""
+    if isinstance(value, list):
+        return [_mapped(v, f) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_mapped(v, f) for v in value)
+    return f(value)
+
+
+def _hashable(value):
+    """A key for ``value`` (nested tuples, lists and dicts of nodes and literals) equal only for
+    equal values of the same types, or ``None`` where a leaf cannot be hashed."""
+    if isinstance(value, (list, tuple)):
+        items = [_hashable(v) for v in value]
+        return None if any(i is None for i in items) else (type(value).__name__, *items)
+    if isinstance(value, dict):
+        return _hashable(tuple(sorted(value.items())))
+    if isinstance(value, float):  # -0.0 and 0.0 are equal, and NaN is not equal to itself
+        return ("float", repr(value))
+    try:
+        hash(value)
+    except TypeError:
+        return None
+    return (type(value).__name__, value)
 
 
 def _composite(func) -> bool:
