@@ -140,3 +140,13 @@ def test_a_repeated_operation_is_recorded_once_until_something_is_written_in_pla
     assert targets.count(torch.ops.aten.mul.Tensor) == 2
     z = torch.tensor([1.5, 0.25])
     assert torch.allclose(at(graph, z), f(z))
+
+
+def test_a_tensor_made_inside_is_a_copy_of_its_constant_as_make_fx_writes_it():
+    def f(z):
+        return z * torch.tensor(3.0)  # torch.tensor: lift_fresh on a new constant
+
+    graph = record(f, torch.tensor([1.0, 2.0]), fold=False)
+    targets = {n.target for n in graph.graph.nodes}
+    assert torch.ops.aten.lift_fresh_copy.default in targets and torch.ops.aten.lift_fresh.default not in targets
+    assert torch.equal(at(graph, torch.tensor([0.5, -1.0])), torch.tensor([1.5, -3.0]))

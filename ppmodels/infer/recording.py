@@ -128,6 +128,8 @@ class _Recorder(TorchDispatchMode):
         if written:
             self._mutated = True
         out = func(*args, **kwargs)
+        if func is torch.ops.aten.lift_fresh.default:  # ``torch.tensor(...)``: a copy in the graph, as make_fx
+            func = torch.ops.aten.lift_fresh_copy.default  # writes it (inductor has no lowering of the original)
         node_args = _mapped(args, self.argument)
         node_kwargs = {k: _mapped(v, self.argument) for k, v in kwargs.items()}
         key = None
