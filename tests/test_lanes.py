@@ -68,6 +68,21 @@ def test_copies_read_in_another_order_are_put_in_order():
         assert torch.allclose(batched(z), reversed_steps(z), rtol=1e-6)
 
 
+def test_copies_that_differ_in_a_literals_sign_of_zero_are_not_one_computation():
+    def signs(z):
+        parts = [
+            torch.copysign(torch.ones(2), z * torch.tensor(t + 1.0) * (0.0 if t % 2 else -0.0))
+            for t in range(2 * MIN_LANES)
+        ]
+        return torch.stack(parts).mul(torch.arange(2.0 * MIN_LANES).unsqueeze(-1)).sum()
+
+    z0 = torch.tensor([0.3, 0.8])
+    batched = batch_lanes(record(signs, z0))
+    assert batched is not None
+    with torch.no_grad():
+        assert torch.equal(batched(z0), signs(z0))
+
+
 def test_a_running_total_of_copies_is_one_sum_of_their_lanes():
     def total(z):
         out = z.sum() * 0.0

@@ -27,6 +27,8 @@ import operator
 import torch
 import torch.utils._pytree as pytree
 
+from .recording import value_key
+
 #: sets of fewer copies are left as they are
 MIN_LANES = 8
 
@@ -111,14 +113,26 @@ class _Batcher:
         return self.out.call_function(torch.ops.aten.add.Tensor, (self._read(start), total))
 
     def _gathered(self, node):
-        """A ``stack`` of batched copies (a chain's steps, stacked for its scan) as their classes'
-        batched results put together and their lanes put in order; ``None`` for anything else."""
+        """A ``stack`` of batched copies (a chain's steps, stacked for its scan) as their lanes in
+        order (:meth:`_in_order`), moved to the stack's dimension; ``None`` for anything else."""
         if node.target is not torch.ops.aten.stack.default or node.kwargs:
             return None
         items, dim = node.args[0], node.args[1] if len(node.args) > 1 else 0
         places = [self.lane_of.get(item) for item in items]
         if not items or any(p is None for p in places):
             return None
+        whole = self._in_order(places)
+        rank = node.meta["val"].dim()
+        dim = dim % rank
+        if dim:
+            axes = list(range(1, rank))
+            axes.insert(dim, 0)
+            whole = self.out.call_function(torch.ops.aten.permute.default, (whole, axes))
+        return whole
+
+    def _in_order(self, places):
+        """The lanes ``places`` ((class, lane) pairs) stacked in that order: their classes'
+        batched results, put together where there are several, reordered where needed."""
         order = list(dict.fromkeys(c for c, _ in places))
         offset, start = {}, 0
         for c in order:
@@ -130,12 +144,6 @@ class _Batcher:
         if lanes != list(range(start)):
             index = self._constant(torch.tensor(lanes))
             whole = self.out.call_function(torch.ops.aten.index_select.default, (whole, 0, index))
-        rank = node.meta["val"].dim()
-        dim = dim % rank
-        if dim:
-            axes = list(range(1, rank))
-            axes.insert(dim, 0)
-            whole = self.out.call_function(torch.ops.aten.permute.default, (whole, axes))
         return whole
 
     def _read(self, node):
@@ -174,16 +182,11 @@ class _Batcher:
         return self.out.call_function(call, (*lane_inputs, *shared_inputs))
 
     def _stacked(self, values):
-        """The copies' arguments at one position, stacked: the batched result of their class
-        (its lanes reordered where they are not in order), a new constant, or a stack."""
+        """The copies' arguments at one position, stacked: lanes of batched copies
+        (:meth:`_in_order`), a new constant, or a stack."""
         places = [self.lane_of.get(v) for v in values]
-        if all(p is not None for p in places) and len({p[0] for p in places}) == 1:
-            c = places[0][0]
-            lanes = [p[1] for p in places]
-            if lanes == list(range(len(self.classes[c]))):
-                return self.batched[c]
-            index = self._constant(torch.tensor(lanes))
-            return self.out.call_function(torch.ops.aten.index_select.default, (self.batched[c], 0, index))
+        if all(p is not None for p in places):
+            return self._in_order(places)
         if all(v.op == "get_attr" for v in values):
             return self._constant(torch.stack([getattr(self.old, v.target) for v in values]))
         return self.out.call_function(torch.ops.aten.stack.default, ([self._read(v) for v in values],))
@@ -281,16 +284,10 @@ def _key(node, keys):
     if not _batchable(node):
         return ("node", node)
     flat, spec = pytree.tree_flatten((node.args, node.kwargs))
-    arguments = tuple(("input", keys[a]) if isinstance(a, torch.fx.Node) else _literal(a) for a in flat)
+    arguments = tuple(
+        ("input", keys[a]) if isinstance(a, torch.fx.Node) else (value_key(a) or ("unhashable", id(a))) for a in flat
+    )
     return (node.target, str(spec), arguments, val.dtype, tuple(val.shape))
-
-
-def _literal(value):
-    try:
-        hash(value)
-    except TypeError:
-        return ("unhashable", id(value))
-    return ("literal", type(value), value)
 
 
 def _batchable(node) -> bool:

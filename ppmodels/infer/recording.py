@@ -63,9 +63,8 @@ class _Recorder(TorchDispatchMode):
         # id -> (tensor, node); the tensors are held, so that no id is reused while recording
         self._nodes, self._constants = {}, {}
         # small constants by content: a model's loop makes the same ``arange`` at every step, and
-        # what is computed from equal constants is then a repeat that common-subexpression
-        # elimination removes (the 100-step HMM: 2,343 operations, not 3,112)
-        self._by_content = {}
+        # what is computed from equal constants is then a repeat, recorded once (below)
+        self._by_content, self._made = {}, 0
         # each functional operation recorded, by its node arguments: its repeats are not recorded
         # again, until an in-place operation makes two equal-looking reads differ
         self._recorded, self._mutated, self._known = {}, False, {}
@@ -91,7 +90,8 @@ class _Recorder(TorchDispatchMode):
         key = _content(value)
         node = self._by_content.get(key) if key is not None else None
         if node is None:
-            name = f"_constant{len(self._by_content) + len(self._constants)}"
+            name = f"_constant{self._made}"
+            self._made += 1
             setattr(self.root, name, value.detach())
             node = self.graph.get_attr(name)
             node.meta["val"] = value.detach()
@@ -134,7 +134,7 @@ class _Recorder(TorchDispatchMode):
         node_kwargs = {k: _mapped(v, self.argument) for k, v in kwargs.items()}
         key = None
         if functional and not self._mutated:  # the same operation on the same inputs: its first node
-            key = _hashable((func, node_args, node_kwargs))
+            key = value_key((func, node_args, node_kwargs))
             if key is not None and key in self._recorded:
                 self._track_result(out, self._recorded[key])
                 return out
@@ -204,14 +204,14 @@ def _mapped(value, f):
     return f(value)
 
 
-def _hashable(value):
+def value_key(value):
     """A key for ``value`` (nested tuples, lists and dicts of nodes and literals) equal only for
     equal values of the same types, or ``None`` where a leaf cannot be hashed."""
     if isinstance(value, (list, tuple)):
-        items = [_hashable(v) for v in value]
+        items = [value_key(v) for v in value]
         return None if any(i is None for i in items) else (type(value).__name__, *items)
     if isinstance(value, dict):
-        return _hashable(tuple(sorted(value.items())))
+        return value_key(tuple(sorted(value.items())))
     if isinstance(value, float):  # -0.0 and 0.0 are equal, and NaN is not equal to itself
         return ("float", repr(value))
     try:
@@ -237,4 +237,4 @@ def _content(tensor):
     return tensor.dtype, tuple(tensor.shape), tuple(tensor.stride()), tensor.device, data
 
 
-__all__ = ["NotRecordable", "record"]
+__all__ = ["NotRecordable", "record", "value_key"]
