@@ -11,6 +11,7 @@ import pytest
 import torch
 from pyro.infer import config_enumerate
 from pyro.infer.mcmc.adaptation import WarmupAdapter
+from pyro.nn import PyroModule, PyroSample
 
 from ppmodels import posteriordb
 from ppmodels.infer import mcmc
@@ -435,6 +436,50 @@ def test_a_repeated_factor_is_differentiated_once():
     value, grad = two(z0.detach().requires_grad_(True))
     value_e, grad_e = potential.eager(z0)
     assert torch.allclose(value, value_e, rtol=1e-5) and torch.allclose(grad, grad_e, rtol=1e-4, atol=1e-4)
+
+
+# -- a PyroModule with PyroSample priors, as Pyro's tutorials write it ------------------------------
+class LinearModule(PyroModule):
+    """The conjugate regression above as a ``PyroModule``: its prior is made once, when the
+    module is built, with Pyro's validation on (its default)."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = PyroModule[torch.nn.Linear](3, 1, bias=False)
+        self.linear.weight = PyroSample(dist.Normal(0.0, 1.0).expand([1, 3]).to_event(2))
+
+    def forward(self, X, y=None):
+        mean = self.linear(X).squeeze(-1)
+        with pyro.plate("data", X.shape[0]):
+            pyro.sample("y", dist.Normal(mean, 1.0), obs=y)
+
+
+def test_a_pyromodule_with_pyrosample_priors_compiles_and_matches_the_closed_form():
+    """A prior made with validation on checks its support at every ``log_prob`` with a Python
+    ``if`` on the value; the compiled potential leaves that check out (every point of the
+    unconstrained space is in the support), as it does for the distributions made inside the
+    model. Before, such a model ran eagerly, about 100 times slower a call."""
+    X, y = _data()
+    with pyro.validation_enabled(True):
+        module = LinearModule()
+    prior = module.linear._pyro_samples["weight"]
+    for mode in ("graph", "inductor"):
+        potential = Potential(module, (X, y), compile=mode)
+        assert potential.mode == mode and potential.fallback is None, potential.fallback
+        z = np.array([0.3, -0.2, 1.1])
+        value, grad = potential(z)
+        b = torch.tensor(z, dtype=torch.float64)
+        expected = -X.double().T @ (y.double() - X.double() @ b) + b  # as for `regression`
+        assert np.allclose(grad, expected.numpy(), rtol=1e-4, atol=1e-3)
+    # the user's prior keeps its checks
+    assert prior.base_dist._validate_args
+    result = mcmc(module, X, y, num_samples=400, warmup_steps=300, num_chains=2, seed=0, compile="graph")
+    assert result.compile["mode"] == "graph" and result.compile["fallback"] is None
+    mean, sd = _exact(X, y)
+    draws = result.get_samples()["linear.weight"].reshape(-1, 3).double()
+    ess = result.diagnostics()["linear.weight"]["n_eff"].reshape(3).double()
+    assert ((draws.mean(0) - mean).abs() < 4.5 * sd / ess.sqrt()).all(), (draws.mean(0), mean, ess)
+    assert ((draws.std(0) / sd - 1).abs() < 0.2).all(), (draws.std(0), sd)
 
 
 # -- the fallback and Pyro's engine -------------------------------------------------------------
