@@ -77,10 +77,7 @@ def _graph_safe():
     data-dependent branch; fit's NaN guard checks the loss the graph returns)."""
     import importlib
 
-    saved = [(torch.distributions.Distribution, "_validate_sample", torch.distributions.Distribution._validate_sample)]
-    # distributions built with validation on (a PyroSample prior made at construction) check each
-    # sample's support, a data-dependent branch: the first, eager step has checked them
-    torch.distributions.Distribution._validate_sample = lambda self, value: None
+    saved = []
     for name in _PATCHED:
         module = importlib.import_module(name)
         for attr, new in (("torch_item", _keep_tensor), ("warn_if_nan", lambda value, *a, **k: value)):
@@ -88,10 +85,27 @@ def _graph_safe():
                 saved.append((module, attr, getattr(module, attr)))
                 setattr(module, attr, new)
     try:
-        yield
+        with without_support_checks():  # the first, eager step has checked them
+            yield
     finally:
         for module, attr, old in saved:
             setattr(module, attr, old)
+
+
+@contextlib.contextmanager
+def without_support_checks():
+    """While a graph is traced, no distribution checks that a value is in its support. Pyro's
+    ``validation_enabled(False)`` reaches only the distributions made while it is on; one made
+    before with validation on (a ``PyroSample`` prior, made when the user built the module, as
+    Pyro's tutorials do) checks at every ``log_prob`` with a Python ``if`` on the value, which
+    a graph cannot hold. The distributions themselves are left as they are."""
+    distribution = torch.distributions.Distribution
+    saved = distribution.__dict__["_validate_sample"]
+    distribution._validate_sample = lambda self, value: None
+    try:
+        yield
+    finally:
+        distribution._validate_sample = saved
 
 
 def renyi_loss(elbo, model, guide, args, kwargs):

@@ -24,7 +24,6 @@ at a few points falls back to eager, and :attr:`Potential.fallback` says why.
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 import operator
 import os
@@ -36,11 +35,10 @@ import pyro
 import torch
 import torch.utils._pytree as pytree
 from pyro.infer.mcmc.util import initialize_model
-from pyro.poutine.messenger import Messenger
 
 from .._validate import check_choice
 from .chains import install as install_chain
-from .compiled import GraphUnsupported, _cause, _import_inductor, one_fake_mode
+from .compiled import GraphUnsupported, _cause, _import_inductor, one_fake_mode, without_support_checks
 from .initialization import init_to_uniform
 from .lanes import batch_lanes
 from .recording import record
@@ -220,8 +218,7 @@ class Potential:
         could not be."""
         from torch.fx.experimental.proxy_tensor import make_fx
 
-        with torch.enable_grad(), _Unvalidated(), warnings.catch_warnings(), one_fake_mode():
-            warnings.simplefilter("ignore")
+        with _tracing(), one_fake_mode():
             try:
                 return make_fx(f, decomposition_table=decompositions)(z)
             except Exception as error:  # noqa: BLE001 (any failure to trace: say where, stay eager)
@@ -260,8 +257,7 @@ class Potential:
         faster than ``make_fx``; the 100-step HMM's stages 0.35 and 0.1 s against 2.5 and 0.5),
         or traced by ``make_fx`` where it cannot be, which says why where it cannot either."""
         try:
-            with torch.enable_grad(), _Unvalidated(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            with _tracing():
                 return record(f, z, decompositions, fold=fold)
         except Exception:  # noqa: BLE001 (make_fx traces it, or says why it cannot)
             return self._traced(f, z, decompositions)
@@ -306,42 +302,16 @@ class Potential:
         return out
 
 
-class _Unvalidated(Messenger):
-    """Pyro's validation off for the trace, also for the distributions the model did not make
-    inside it. ``pyro.validation_enabled(False)`` reaches only distributions made while it is
-    on; a prior made before, with validation on (a ``PyroSample`` prior, made when the user
-    built the module, as Pyro's tutorials do), still checks its support at every ``log_prob``
-    with a Python ``if`` on the value, which a graph cannot hold: Pyro's Bayesian regression
-    ran eagerly, about 100 times slower a call. Each sample site's distribution is used here
-    as a copy without the check (and the distributions it wraps); the check decides nothing
-    in the unconstrained space, whose every point maps into the support."""
-
-    def __enter__(self):
-        self._validation = pyro.validation_enabled(False)
-        self._validation.__enter__()
-        return super().__enter__()
-
-    def __exit__(self, *exc):
-        try:
-            return super().__exit__(*exc)
-        finally:
-            self._validation.__exit__(*exc)
-
-    def _pyro_sample(self, msg):
-        msg["fn"] = _without_checks(msg["fn"])
-
-
-def _without_checks(distribution):
-    inner = getattr(distribution, "base_dist", None)
-    plain = _without_checks(inner) if isinstance(inner, torch.distributions.Distribution) else inner
-    if not getattr(distribution, "_validate_args", False) and plain is inner:
-        return distribution
-    distribution = copy.copy(distribution)
-    if plain is not inner:
-        distribution.base_dist = plain
-    # after the line above: Pyro's Independent passes this on to its base_dist
-    distribution._validate_args = False
-    return distribution
+@contextlib.contextmanager
+def _tracing():
+    """How the potential is traced: with gradients, quietly, and with Pyro's validation off,
+    also for distributions made before with it on (``compiled.without_support_checks``: a
+    ``PyroSample`` prior; Pyro's Bayesian regression tutorial ran eagerly, 63 s under
+    ``mcmc``'s defaults against 7.8). No check decides anything in the unconstrained space,
+    whose every point maps into the support."""
+    with torch.enable_grad(), pyro.validation_enabled(False), without_support_checks(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 @contextlib.contextmanager
