@@ -11,7 +11,7 @@ import torch
 from pyro.distributions import constraints
 from pyro.infer.autoguide import AutoMultivariateNormal, AutoNormal
 
-from ppmodels.infer import compare, fit
+from ppmodels.infer import compare, fit, mcmc
 from ppmodels.infer import initialization as init
 
 from tolerances import MC_SIGMAS, mcse_of_mean
@@ -70,6 +70,47 @@ def test_nuts_and_vi_run_a_flat_prior_model_and_nuts_matches_the_closed_form(nor
         vi = result.method(name).samples
         assert abs(float(vi["mu"].mean()) - exact["mu"][0]) < 0.25 * exact["mu"][1]
         assert (vi["sigma"] > 0).all()
+
+
+def test_mcmc_runs_a_flat_prior_model_without_being_told_its_plates(normal_data):
+    """Pyro's guess of ``max_plate_nesting`` draws from the prior, which ``ImproperUniform``
+    cannot ("does not support sampling"): ``mcmc`` guesses it with flat priors drawn as they
+    start, uniform in the unconstrained space."""
+    result = mcmc(flat_normal, normal_data, num_samples=400, warmup_steps=300, num_chains=2, seed=0, compile="graph")
+    exact = flat_normal_exact(normal_data)
+    mu, sigma = result.get_samples()["mu"], result.get_samples()["sigma"]  # the chains one after the other
+    assert abs(float(mu.mean()) - exact["mu"][0]) < MC_SIGMAS * float(mcse_of_mean(mu))
+    assert abs(float(sigma.mean()) - exact["sigma_mean"]) < MC_SIGMAS * float(mcse_of_mean(sigma))
+
+
+def test_a_flat_site_nothing_reads_is_refused_by_name():
+    def model(y):
+        pyro.sample("unused", dist.ImproperUniform(constraints.real, (), ()))
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    with pytest.raises(ValueError, match=r"improper.*'unused'.*flat") as error:
+        mcmc(model, torch.tensor(1.0), num_samples=10, warmup_steps=10, num_chains=1, compile=None)
+    assert "'mu'" not in str(error.value)
+
+
+def test_the_masked_out_elements_of_an_obs_mask_site_are_refused_with_the_fix():
+    """``obs_mask`` makes ``y_unobserved`` of the full shape, its observed elements masked out:
+    nothing reads them and their prior is masked, so the posterior is flat along them. NUTS
+    drifted there before this check (values of 1e5 and more after 200 iterations, 40 s)."""
+    x = torch.linspace(-1, 1, 12)
+    y = 2 * x + 0.1 * torch.randn(12, generator=torch.Generator().manual_seed(0))
+    observed = torch.arange(12) % 3 != 0  # 4 missing, 8 observed
+
+    def model(x, y):
+        w = pyro.sample("w", dist.Normal(0.0, 10.0))
+        with pyro.plate("data", len(x)):
+            pyro.sample("y", dist.Normal(w * x, 0.3), obs=y, obs_mask=observed)
+
+    flat = r"'y_unobserved' \(8 of its 12 elements: \[1\], \[2\], \[4\]"  # the observed ones
+    with pytest.raises(ValueError, match="improper.*" + flat) as error:
+        mcmc(model, x, y, num_samples=10, warmup_steps=10, num_chains=1, compile="graph")
+    assert "obs_mask" in str(error.value) and "'w'" not in str(error.value)
 
 
 def test_a_factor_on_a_flat_site_is_the_prior_it_writes(normal_data):

@@ -41,6 +41,7 @@ from .chains import install as install_chain
 from .compiled import GraphUnsupported, _cause, _import_inductor, one_fake_mode, without_support_checks
 from .initialization import init_to_uniform
 from .lanes import batch_lanes
+from .problem import _prior_trace, latent_sites
 from .recording import record
 
 COMPILE_MODES = ("inductor", "graph")
@@ -95,17 +96,30 @@ class Potential:
                  init_strategy=init_to_uniform, transforms=None):  # fmt: skip
         if compile is not None:
             check_choice(compile, "compile", list(COMPILE_MODES))  # before the model runs
+        if max_plate_nesting is None:  # Pyro's guess draws from the prior, which a flat prior cannot
+            max_plate_nesting = latent_sites(model, tuple(args), kwargs)[3]
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*max_plate_nesting.*")
-            init, self._potential_fn, self.transforms, self.prototype = initialize_model(
-                model,
-                model_args=tuple(args),
-                model_kwargs=dict(kwargs or {}),
-                max_plate_nesting=max_plate_nesting,
-                num_chains=num_chains,
-                init_strategy=init_strategy,
-                transforms=transforms,
-            )
+            try:
+                init, self._potential_fn, self.transforms, self.prototype = initialize_model(
+                    model,
+                    model_args=tuple(args),
+                    model_kwargs=dict(kwargs or {}),
+                    max_plate_nesting=max_plate_nesting,
+                    num_chains=num_chains,
+                    init_strategy=init_strategy,
+                    transforms=transforms,
+                )
+            except RuntimeError as error:  # autograd's words for a site the density does not read
+                unread = _unread_sites(model, args, kwargs) if "not have been used in the graph" in str(error) else []
+                if not unread:
+                    raise
+                raise ValueError(
+                    f"the posterior is improper: the model's density does not depend on the latent site(s) "
+                    f"{', '.join(map(repr, unread))} at all: nothing in the model reads them and their prior is flat "
+                    "(ImproperUniform) or masked out, so NUTS would drift along them without end. Give each a "
+                    "proper prior, or leave it out"
+                ) from error
         self.names = list(init)
         lead = 1 if num_chains > 1 else 0
         self.shapes = [tuple(init[n].shape[lead:]) for n in self.names]
@@ -287,6 +301,33 @@ class Potential:
                     "(compile='graph' is the other compiler)"
                 )
 
+    # -- the posterior's support ------------------------------------------------------------------
+    def flat_elements(self) -> dict:
+        """``{site: [element index, ...]}``: the elements on which the potential does not depend,
+        its gradient exactly zero there at three points around the initial one. The posterior is
+        then flat, improper, along them, and NUTS drifts along them without end (Pyro's would too):
+        an element of a latent site that nothing reads and whose prior is flat or masked out
+        (``pyro.sample(..., obs_mask=...)`` makes such a site, ``NAME_unobserved``, of the full
+        shape, its observed elements masked out). Any proper prior makes the gradient nonzero."""
+        generator = np.random.default_rng(0)
+        flat = np.ones(self.dim, dtype=bool)
+        tried = 0
+        for scale in (0.0, 0.5, 2.0):
+            z = self.initial[0] + scale * generator.standard_normal(self.dim)
+            value, grad = self(z)
+            if np.isfinite(value) and np.isfinite(grad).all():
+                flat &= grad == 0
+                tried += 1
+        if not tried or not flat.any():
+            return {}
+        out, start = {}, 0
+        for name, shape, size in zip(self.names, self.shapes, self.sizes):
+            where = np.flatnonzero(flat[start : start + size])
+            if len(where):
+                out[name] = [tuple(int(i) for i in np.unravel_index(k, shape)) if shape else () for k in where]
+            start += size
+        return out
+
     # -- draws ---------------------------------------------------------------------------------
     def constrain(self, z: np.ndarray) -> dict:
         """Flat unconstrained draws ``(..., dim)`` -> ``{site: (..., *shape)}`` in each site's
@@ -300,6 +341,18 @@ class Potential:
             transform = self.transforms.get(n)
             out[n] = transform.inv(value) if transform is not None else value
         return out
+
+
+def _unread_sites(model, args, kwargs) -> list:
+    """The continuous latent sites whose values the model's log density does not read."""
+    trace = _prior_trace(model, tuple(args), kwargs)
+    names = [n for n, site in trace.nodes.items() if site["type"] == "sample" and not site["is_observed"]]
+    values = {n: trace.nodes[n]["value"].detach().requires_grad_(True) for n in names}
+    values = {n: v for n, v in values.items() if v.is_floating_point()}
+    with torch.enable_grad(), pyro.validation_enabled(False):
+        again = pyro.poutine.trace(pyro.poutine.condition(model, data=values)).get_trace(*args, **(kwargs or {}))
+        grads = torch.autograd.grad(again.log_prob_sum(), list(values.values()), allow_unused=True)
+    return [n for n, g in zip(values, grads) if g is None]
 
 
 @contextlib.contextmanager

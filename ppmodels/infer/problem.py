@@ -107,17 +107,20 @@ def _model_fn(model):
     return fn
 
 
-def _prior_trace(model_fn, args):
+def _prior_trace(model_fn, args, kwargs=None):
     """A trace of the model with its latents drawn from the prior (flat priors, which cannot
     be drawn from, uniform in (-2, 2) in the unconstrained space)."""
     with torch.no_grad(), poutine.block(hide_types=["param"]), pyro.validation_enabled(False):
-        return prune_subsample_sites(poutine.trace(InitMessenger(init.init_to_sample)(model_fn)).get_trace(*args))
+        traced = poutine.trace(InitMessenger(init.init_to_sample)(model_fn))
+        return prune_subsample_sites(traced.get_trace(*args, **(kwargs or {})))
 
 
-def latent_sites(model_fn, args) -> tuple:
+def latent_sites(model_fn, args, kwargs=None) -> tuple:
     """The model's continuous latent sites and their shapes in execution order, its discrete
-    latent sites, and how many batch dimensions its sites have at most (plates or not)."""
-    trace = _prior_trace(model_fn, args)
+    latent sites, how many batch dimensions its sites have at most (plates or not), and how
+    many plate dimensions (Pyro's ``max_plate_nesting``, which Pyro's own guess cannot find
+    for a model with a flat prior: it draws from the prior)."""
+    trace = _prior_trace(model_fn, args, kwargs)
     samples = [s for s in trace.nodes.values() if s["type"] == "sample"]
     sites = {s["name"]: tuple(s["value"].shape) for s in samples if not s["is_observed"] and not is_discrete(s["fn"])}
     discrete = {s["name"]: tuple(s["value"].shape) for s in samples if not s["is_observed"] and is_discrete(s["fn"])}

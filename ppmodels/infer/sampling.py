@@ -261,6 +261,7 @@ def mcmc(
         notes.append(f"compile={compile!r} was not used: {potential.fallback}; the potential ran eagerly")
     if potential.note:
         notes.append(potential.note)
+    _refuse_flat_directions(potential)
     chains = _chains(potential, settings, list(potential.initial), seed, num_samples, warmup_steps, processes, progress)
     draws = np.stack([c.draws for c in chains])
     samples = potential.constrain(draws)
@@ -278,6 +279,34 @@ def mcmc(
     divergences = {f"chain {i}": np.flatnonzero(c.divergent).tolist() for i, c in enumerate(chains)}
     compiled = {"mode": potential.mode, "fallback": potential.fallback, "seconds": potential.compile_seconds}
     return MCMCResult(samples, divergences, seconds, "ppmodels", compiled, stats, notes)
+
+
+def _refuse_flat_directions(potential):
+    """An improper posterior, flat along some elements, is refused before the chains run: NUTS
+    would take its deepest trees on every step, drifting along them (Pyro's NUTS would too, on the same potential)."""
+    flat = potential.flat_elements()
+    if not flat:
+        return
+    parts = []
+    for name, elements in flat.items():
+        size = potential.sizes[potential.names.index(name)]
+        shown = ", ".join(str(list(e)) for e in elements[:6]) + (", ..." if len(elements) > 6 else "")
+        parts.append(f"site {name!r}" + (f" ({len(elements)} of its {size} elements: {shown})" if elements[0] else ""))
+    masked = any(name.endswith("_unobserved") for name in flat)
+    raise ValueError(
+        "the posterior is improper: the model's density does not depend on "
+        + "; ".join(parts)
+        + ". Nothing in the model reads them and their prior is flat or masked out, so NUTS would drift along them "
+        "without end. "
+        + (
+            "pyro.sample(..., obs_mask=...) makes its NAME_unobserved site of the full shape, its observed elements "
+            "masked out (Pyro means it for guides): for MCMC, sample only the missing entries as a site of their own "
+            "and put them into the data with index_put. "
+            if masked
+            else ""
+        )
+        + "Give each a proper prior, or leave out the sites nothing reads."
+    )
 
 
 def _pyro_mcmc(model, args, model_kwargs, kernel, num_samples, warmup, num_chains, compile, seed, progress,
