@@ -482,6 +482,40 @@ def test_a_pyromodule_with_pyrosample_priors_compiles_and_matches_the_closed_for
     assert ((draws.std(0) / sd - 1).abs() < 0.2).all(), (draws.std(0), sd)
 
 
+# -- a model whose log density is random -------------------------------------------------------------
+class DropoutRegression(PyroModule):
+    def __init__(self):
+        super().__init__()
+        self.drop = torch.nn.Dropout(0.2)
+        self.linear = PyroModule[torch.nn.Linear](3, 1, bias=False)
+        self.linear.weight = PyroSample(dist.Normal(0.0, 1.0).expand([1, 3]).to_event(2))
+
+    def forward(self, X, y=None):
+        mean = self.linear(self.drop(X)).squeeze(-1)
+        with pyro.plate("data", X.shape[0]):
+            pyro.sample("y", dist.Normal(mean, 1.0), obs=y)
+
+
+def noisy_data(X, y):
+    beta = pyro.sample("beta", dist.Normal(0.0, 1.0).expand([3]).to_event(1))
+    with pyro.plate("data", len(y)):
+        pyro.sample("y", dist.Normal(X @ beta, 1.0), obs=y + 0.1 * torch.randn(len(y)))
+
+
+def test_a_model_whose_log_density_is_random_is_refused():
+    """NUTS on a random density runs (Pyro's too) and returns draws that are not the
+    posterior's; a dropout layer left in training mode is the usual cause."""
+    X, y = _data()
+    with pytest.raises(ValueError, match=r"log density is random.*\.eval\(\)"):
+        mcmc(noisy_data, X, y, num_samples=10, warmup_steps=10, num_chains=1)
+    module = DropoutRegression()
+    with pytest.raises(ValueError, match="log density is random"):
+        mcmc(module, X, y, num_samples=10, warmup_steps=10, num_chains=1)
+    module.eval()
+    result = mcmc(module, X, y, num_samples=10, warmup_steps=10, num_chains=1, compile=None)
+    assert result.samples["linear.weight"].shape == (1, 10, 1, 3)
+
+
 # -- the fallback and Pyro's engine -------------------------------------------------------------
 def branching(y):
     mu = pyro.sample("mu", dist.Normal(0.0, 1.0))

@@ -255,6 +255,7 @@ def mcmc(
     processes = min(processes, num_chains) if _can_fork(potential, min(processes, num_chains)) else 1
     if compile == "auto":
         compile = auto_compile(num_samples + warmup_steps, num_chains, processes)
+    _refuse_a_random_potential(potential)
     if compile is not None:
         potential.compile(compile)
     if potential.fallback:
@@ -279,6 +280,22 @@ def mcmc(
     divergences = {f"chain {i}": np.flatnonzero(c.divergent).tolist() for i, c in enumerate(chains)}
     compiled = {"mode": potential.mode, "fallback": potential.fallback, "seconds": potential.compile_seconds}
     return MCMCResult(samples, divergences, seconds, "ppmodels", compiled, stats, notes)
+
+
+def _refuse_a_random_potential(potential):
+    """A model that draws random numbers of its own (``torch.randn`` on its data, a dropout
+    layer in training mode) has a different log density at each evaluation of one point:
+    NUTS's gradient steps and its choice among a trajectory's points then mean nothing, and
+    its draws are not the posterior's. Refused before anything is compiled."""
+    z = potential._tensor(potential.initial[0])
+    first, second = (float(potential.eager(z)[0]) for _ in range(2))
+    if first != second and not (math.isnan(first) and math.isnan(second)):
+        raise ValueError(
+            f"the model's log density is random: at the same point it was {-first:.6g} and then {-second:.6g}. "
+            "It draws random numbers outside pyro.sample (torch.randn or torch.rand on its data, a dropout layer in "
+            "training mode), so NUTS's steps and the draws it keeps would not be the posterior's. Draw them once "
+            "outside the model and pass them in, or call .eval() on the network"
+        )
 
 
 def _refuse_flat_directions(potential):
