@@ -9,6 +9,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 from pyro.infer.autoguide import AutoNormal
+from pyro.nn import PyroModule
 
 from ppmodels.data import mixture_data
 from ppmodels.infer import compare
@@ -188,3 +189,31 @@ def test_nuts_and_vi_against_the_mixtures_exact_posterior():
     exact_locs = mix.exact_posterior(x)["mean"].double()
     assert ((locs.mean(0) - exact_locs).abs() <= MC_SIGMAS * mcse_of_mean(locs)).all(), locs.mean(0)
     assert summary["meanfield"]["discrete_mean_abs_error"] < 0.12
+
+
+def test_a_model_mcmc_refuses_stops_compare_before_any_guide_trains(monkeypatch):
+    """MCMC runs first, so a random log density (a dropout layer in training mode) is refused
+    before minutes of VI, not after them; the results keep the order asked for."""
+    from ppmodels.infer.methods import GuideMethod
+
+    x, y = up.regression_data(n=40)
+
+    class Dropped(PyroModule):
+        def __init__(self):
+            super().__init__()
+            self.drop = torch.nn.Dropout(0.3)
+
+        def forward(self, x, y):
+            w = pyro.sample("w", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+            with pyro.plate("data", len(x)):
+                pyro.sample("y", dist.Normal((self.drop(x) * w).sum(-1), 0.5), obs=y)
+
+    trained = []
+    run = GuideMethod.run
+    monkeypatch.setattr(GuideMethod, "run", lambda self, *a: trained.append(self.name) or run(self, *a))
+    with pytest.raises(ValueError, match="log density is random"):
+        compare(Dropped(), (x, y), guides=["meanfield"], **QUICK)
+    assert trained == []
+    model = Dropped().eval()
+    result = compare(model, (x, y), guides=["meanfield"], **QUICK)
+    assert [m.name for m in result.methods] == ["meanfield", "nuts"] and trained == ["meanfield"]

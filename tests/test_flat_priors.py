@@ -81,6 +81,10 @@ def test_mcmc_runs_a_flat_prior_model_without_being_told_its_plates(normal_data)
     mu, sigma = result.get_samples()["mu"], result.get_samples()["sigma"]  # the chains one after the other
     assert abs(float(mu.mean()) - exact["mu"][0]) < MC_SIGMAS * float(mcse_of_mean(mu))
     assert abs(float(sigma.mean()) - exact["sigma_mean"]) < MC_SIGMAS * float(mcse_of_mean(sigma))
+    # Pyro's own MCMC, asked for, is given the same guess
+    pyros = mcmc(flat_normal, normal_data, num_samples=150, warmup_steps=100, num_chains=1, compile=None, engine="pyro")
+    mu = pyros.get_samples()["mu"]
+    assert pyros.engine == "pyro" and abs(float(mu.mean()) - exact["mu"][0]) < MC_SIGMAS * float(mcse_of_mean(mu))
 
 
 def test_a_flat_site_nothing_reads_is_refused_by_name():

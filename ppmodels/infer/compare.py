@@ -65,7 +65,8 @@ def compare(
         ``(name, guide)`` pairs. Guides train in a parameter store of their own: Pyro's global
         store is as it was when compare returns.
     :param mcmc: kernel names, ``"nuts"`` and/or ``"hmc"`` (the first is the reference for
-        Wasserstein distances).
+        Wasserstein distances). They run before the guides train, so that a model MCMC
+        refuses (a random or improper log density, docs/mcmc.md) stops compare at once.
     :param int num_samples: MCMC samples per chain after ``warmup_steps`` warm-up steps.
     :param int vi_epochs: the most full-batch SVI steps per guide (with ``vi_stop="steps"``,
         exactly this many).
@@ -149,11 +150,12 @@ def compare(
                 f"the model has {len(problem.names)} latent dimensions, more than max_latents={max_latents} for "
                 "MCMC; compare variational guides only (mcmc=()) or raise max_latents"
             )
-        results, report_warnings = [], []
-        for method in methods:
-            result, found = method.run(problem, settings)
-            results.append(result)
-            report_warnings += found
+        # MCMC first: a model it refuses (a random or improper density) stops compare before
+        # any guide has trained, not after; the results keep the order asked for
+        results, found = [None] * len(methods), [[] for _ in methods]
+        for i in sorted(range(len(methods)), key=lambda i: not isinstance(methods[i], KernelMethod)):
+            results[i], found[i] = methods[i].run(problem, settings)
+        report_warnings = [w for ws in found for w in ws]
         if test is not None and not problem.discrete:  # with discrete latents it would need their sum per test point
             for m in results:
                 m.predictive_log_likelihood = problem.predictive_log_likelihood(m.site_samples, test)

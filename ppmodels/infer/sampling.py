@@ -33,6 +33,7 @@ from .._validate import check_choice, check_nonnegative_int, check_positive_int
 from .initialization import init_to_uniform
 from .nuts import Chain, KernelSettings
 from .potential import COMPILE_MODES, Potential
+from .problem import latent_sites
 
 KERNELS = ("nuts", "hmc")
 ENGINES = ("ppmodels", "pyro")
@@ -332,6 +333,8 @@ def _pyro_mcmc(model, args, model_kwargs, kernel, num_samples, warmup, num_chain
     if kernel == "hmc":
         options.pop("max_tree_depth", None)
     options.setdefault("init_strategy", init_strategy)
+    if max_plate_nesting is None:  # Pyro's guess draws from the prior, which a flat prior cannot
+        max_plate_nesting = latent_sites(model, tuple(args), model_kwargs)[3]
     options.setdefault("max_plate_nesting", max_plate_nesting)
     if compile is not None:
         options.setdefault("jit_compile", True)
