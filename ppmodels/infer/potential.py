@@ -41,7 +41,7 @@ from .chains import install as install_chain
 from .compiled import GraphUnsupported, _cause, _import_inductor, one_fake_mode, without_support_checks
 from .initialization import init_to_uniform
 from .lanes import batch_lanes
-from .problem import _prior_trace, latent_sites
+from .problem import _prior_trace, plate_nesting
 from .recording import record
 
 COMPILE_MODES = ("inductor", "graph")
@@ -96,8 +96,8 @@ class Potential:
                  init_strategy=init_to_uniform, transforms=None):  # fmt: skip
         if compile is not None:
             check_choice(compile, "compile", list(COMPILE_MODES))  # before the model runs
-        if max_plate_nesting is None:  # Pyro's guess draws from the prior, which a flat prior cannot
-            max_plate_nesting = latent_sites(model, tuple(args), kwargs)[3]
+        if max_plate_nesting is None:
+            max_plate_nesting = plate_nesting(model, args, kwargs)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*max_plate_nesting.*")
             try:
@@ -114,12 +114,7 @@ class Potential:
                 unread = _unread_sites(model, args, kwargs) if "not have been used in the graph" in str(error) else []
                 if not unread:
                     raise
-                raise ValueError(
-                    f"the posterior is improper: the model's density does not depend on the latent site(s) "
-                    f"{', '.join(map(repr, unread))} at all: nothing in the model reads them and their prior is flat "
-                    "(ImproperUniform) or masked out, so NUTS would drift along them without end. Give each a "
-                    "proper prior, or leave it out"
-                ) from error
+                raise improper_posterior({name: [()] for name in unread}) from error
         self.names = list(init)
         lead = 1 if num_chains > 1 else 0
         self.shapes = [tuple(init[n].shape[lead:]) for n in self.names]
@@ -341,6 +336,28 @@ class Potential:
             transform = self.transforms.get(n)
             out[n] = transform.inv(value) if transform is not None else value
         return out
+
+
+def improper_posterior(flat: dict, sizes: dict | None = None) -> ValueError:
+    """The error for a posterior flat along ``flat`` (``{site: [element index, ...]}``, ``[()]``
+    for a whole site; ``sizes`` the sites' element counts): NUTS would drift along them without
+    end, its deepest trees at every step (Pyro's NUTS too, on the same potential)."""
+    parts = []
+    for name, elements in flat.items():
+        shown = ", ".join(str(list(e)) for e in elements[:6]) + (", ..." if len(elements) > 6 else "")
+        whole = not elements[0] or sizes is None
+        parts.append(f"site {name!r}" + ("" if whole else f" ({len(elements)} of its {sizes[name]} elements: {shown})"))
+    obs_mask = (
+        "pyro.sample(..., obs_mask=...) makes its NAME_unobserved site of the full shape, its observed elements "
+        "masked out (Pyro means it for guides): for MCMC, sample only the missing entries as a site of their own "
+        "and put them into the data with index_put. "
+    )
+    return ValueError(
+        f"the posterior is improper: the model's density does not depend on {'; '.join(parts)}. Nothing in the "
+        "model reads them and their prior is flat or masked out, so NUTS would drift along them without end. "
+        + (obs_mask if any(name.endswith("_unobserved") for name in flat) else "")
+        + "Give each a proper prior, or leave out the sites nothing reads."
+    )
 
 
 def _unread_sites(model, args, kwargs) -> list:

@@ -118,8 +118,7 @@ def _prior_trace(model_fn, args, kwargs=None):
 def latent_sites(model_fn, args, kwargs=None) -> tuple:
     """The model's continuous latent sites and their shapes in execution order, its discrete
     latent sites, how many batch dimensions its sites have at most (plates or not), and how
-    many plate dimensions (Pyro's ``max_plate_nesting``, which Pyro's own guess cannot find
-    for a model with a flat prior: it draws from the prior)."""
+    many plate dimensions (Pyro's ``max_plate_nesting``)."""
     trace = _prior_trace(model_fn, args, kwargs)
     samples = [s for s in trace.nodes.values() if s["type"] == "sample"]
     sites = {s["name"]: tuple(s["value"].shape) for s in samples if not s["is_observed"] and not is_discrete(s["fn"])}
@@ -127,6 +126,13 @@ def latent_sites(model_fn, args, kwargs=None) -> tuple:
     batch = max([len(s["fn"].batch_shape) for s in samples] + [0])
     plates = -min([f.dim for s in samples for f in s["cond_indep_stack"] if f.vectorized] + [0])  # as Pyro counts
     return sites, discrete, max(batch, plates), plates
+
+
+def plate_nesting(model_fn, args, kwargs=None) -> int:
+    """Pyro's ``max_plate_nesting`` for the model, guessed as Pyro guesses it but with flat
+    priors drawn as they start: Pyro's own guess draws from the prior, which a flat prior
+    (``ImproperUniform``) cannot ("does not support sampling")."""
+    return latent_sites(model_fn, tuple(args), kwargs)[3]
 
 
 def _broadcasts(model_fn, args, dim, size) -> bool:

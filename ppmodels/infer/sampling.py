@@ -32,8 +32,8 @@ from pyro.ops.stats import effective_sample_size, split_gelman_rubin
 from .._validate import check_choice, check_nonnegative_int, check_positive_int
 from .initialization import init_to_uniform
 from .nuts import Chain, KernelSettings
-from .potential import COMPILE_MODES, Potential
-from .problem import latent_sites
+from .potential import COMPILE_MODES, Potential, improper_posterior
+from .problem import plate_nesting
 
 KERNELS = ("nuts", "hmc")
 ENGINES = ("ppmodels", "pyro")
@@ -300,31 +300,10 @@ def _refuse_a_random_potential(potential):
 
 
 def _refuse_flat_directions(potential):
-    """An improper posterior, flat along some elements, is refused before the chains run: NUTS
-    would take its deepest trees on every step, drifting along them (Pyro's NUTS would too, on the same potential)."""
+    """An improper posterior, flat along some elements, is refused before the chains run."""
     flat = potential.flat_elements()
-    if not flat:
-        return
-    parts = []
-    for name, elements in flat.items():
-        size = potential.sizes[potential.names.index(name)]
-        shown = ", ".join(str(list(e)) for e in elements[:6]) + (", ..." if len(elements) > 6 else "")
-        parts.append(f"site {name!r}" + (f" ({len(elements)} of its {size} elements: {shown})" if elements[0] else ""))
-    masked = any(name.endswith("_unobserved") for name in flat)
-    raise ValueError(
-        "the posterior is improper: the model's density does not depend on "
-        + "; ".join(parts)
-        + ". Nothing in the model reads them and their prior is flat or masked out, so NUTS would drift along them "
-        "without end. "
-        + (
-            "pyro.sample(..., obs_mask=...) makes its NAME_unobserved site of the full shape, its observed elements "
-            "masked out (Pyro means it for guides): for MCMC, sample only the missing entries as a site of their own "
-            "and put them into the data with index_put. "
-            if masked
-            else ""
-        )
-        + "Give each a proper prior, or leave out the sites nothing reads."
-    )
+    if flat:
+        raise improper_posterior(flat, dict(zip(potential.names, potential.sizes)))
 
 
 def _pyro_mcmc(model, args, model_kwargs, kernel, num_samples, warmup, num_chains, compile, seed, progress,
@@ -333,8 +312,8 @@ def _pyro_mcmc(model, args, model_kwargs, kernel, num_samples, warmup, num_chain
     if kernel == "hmc":
         options.pop("max_tree_depth", None)
     options.setdefault("init_strategy", init_strategy)
-    if max_plate_nesting is None:  # Pyro's guess draws from the prior, which a flat prior cannot
-        max_plate_nesting = latent_sites(model, tuple(args), model_kwargs)[3]
+    if max_plate_nesting is None:
+        max_plate_nesting = plate_nesting(model, args, model_kwargs)
     options.setdefault("max_plate_nesting", max_plate_nesting)
     if compile is not None:
         options.setdefault("jit_compile", True)
