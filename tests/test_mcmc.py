@@ -420,6 +420,26 @@ def test_a_models_own_backward_is_kept_in_the_compiled_gradient():
     assert grad[0] == pytest.approx(float(grad_e), rel=1e-4)
 
 
+def test_the_hook_names_each_autograd_function_applied_on_this_torch():
+    """``Function.apply`` is a Python classmethod up to torch 2.13 and a C one from 2.14: the
+    hook must see the model's Function on either (on 2.14 it had seen only ``"?"``, and every
+    model's potential lost its two-stage trace), and the Function must still run and
+    differentiate as its own backward says."""
+    from ppmodels.infer.potential import _custom_backwards
+
+    x = torch.tensor(0.25, requires_grad=True)
+    with _custom_backwards() as seen:
+        y = DampedLog.apply(x)
+        z = torch.exp(x)  # an operation, not a Function
+    (grad,) = torch.autograd.grad(y + z, x)
+    assert seen == ["DampedLog"]
+    assert float(grad) == pytest.approx(1 / 0.5 + math.exp(0.25))
+    assert DampedLog.apply(torch.tensor(2.0)) == pytest.approx(math.log(2.0))  # apply restored after the block
+    with _custom_backwards() as after:
+        pass
+    assert after == []
+
+
 def test_a_repeated_factor_is_differentiated_once():
     """An enumerated HMM's transition factor is the same at each step: traced in two stages, its
     gradients are summed first, so the graph grows by a few operations a step, not by a

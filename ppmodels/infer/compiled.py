@@ -92,6 +92,14 @@ def _graph_safe():
             setattr(module, attr, old)
 
 
+def ignore_jit_deprecation():
+    """Inside a ``warnings.catch_warnings()`` block: torch's notice that ``torch.jit.trace`` is
+    deprecated (a ``DeprecationWarning`` up to torch 2.13, a ``FutureWarning`` from 2.14) is not
+    shown. Pyro's JIT estimators and its ``jit_compile`` trace with it; where this library chose
+    them, the notice is not the user's to act on."""
+    warnings.filterwarnings("ignore", message="`torch.jit.trace` is deprecated", category=Warning)
+
+
 @contextlib.contextmanager
 def without_support_checks():
     """While a graph is traced, no distribution checks that a value is in its support. Pyro's

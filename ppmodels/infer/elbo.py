@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+
 import pyro.infer
 from pyro.infer import config_enumerate
 from pyro.poutine.runtime import effectful
 
 from .._validate import check_nonnegative_int, check_positive_int
+from .compiled import ignore_jit_deprecation
 
 
 class _Enumerates:
@@ -260,6 +264,10 @@ class Objective:
     def loss_and_grads(self, args, kwargs, check=None) -> float:
         """Compute the loss and accumulate its gradients; ``check(value)`` runs before
         backpropagation where the estimator allows it."""
+        with _quiet_jit():
+            return self._loss_and_grads(args, kwargs, check)
+
+    def _loss_and_grads(self, args, kwargs, check):
         if self.differentiable and not self.reports_loss:
             self.elbo.differentiable_loss(self.model, self.guide, *args, **kwargs).backward()
             return float("nan")
@@ -280,4 +288,14 @@ class Objective:
 
     def loss(self, args, kwargs) -> float:
         elbo = self.elbo if self.reports_loss else self._monitor
-        return float(elbo.loss(self.model, self.guide, *args, **kwargs))
+        with _quiet_jit():
+            return float(elbo.loss(self.model, self.guide, *args, **kwargs))
+
+
+@contextlib.contextmanager
+def _quiet_jit():
+    """Pyro's JIT estimators trace with ``torch.jit.trace``, which torch deprecates: the user
+    chose an estimator, and the notice is not theirs to act on."""
+    with warnings.catch_warnings():
+        ignore_jit_deprecation()
+        yield

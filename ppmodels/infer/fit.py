@@ -38,7 +38,7 @@ from .data import (
     num_batches,
     to_device,
 )
-from .elbo import estimator_name, is_jit
+from .elbo import estimator_name
 from .errors import NonFiniteLossError
 from .optim import make_optimizer
 from .options import FitOptions
@@ -299,10 +299,6 @@ class _Run:
         with warnings.catch_warnings():
             # Pyro warns on a NaN loss; fit raises NonFiniteLossError with more to act on.
             warnings.filterwarnings("ignore", message="Encountered (NaN|[+-]?inf)", category=UserWarning)
-            if is_jit(self.step.elbo):  # Pyro's JIT estimators trace with torch.jit.trace, which torch 2.x deprecates
-                warnings.filterwarnings(
-                    "ignore", message="`torch.jit.trace` is deprecated", category=DeprecationWarning
-                )
             with pyro.validation_enabled(self.options.validate == "always"):
                 if self.resumed is not None:
                     self.callbacks.load_state_dicts((self.resumed.get("fit") or {}).get("callbacks") or [])
