@@ -228,7 +228,10 @@ def mcmc(
         cannot guess it.
     :param kernel_options: Pyro's kernel options: ``step_size``, ``adapt_step_size``,
         ``adapt_mass_matrix``, ``target_accept_prob``, ``max_tree_depth``, ``num_steps``,
-        ``trajectory_length`` here; any other (``full_mass``, ...) runs Pyro's kernel.
+        ``trajectory_length`` here, and ``jitter`` (HMC: each iteration's integration time
+        drawn uniformly from the last ``jitter`` of the full one; 1 by default, 0 for Pyro's
+        fixed time, see :class:`~ppmodels.infer.nuts.KernelSettings`); any other
+        (``full_mass``, ...) runs Pyro's kernel.
     """
     check_choice(kernel, "kernel", list(KERNELS))
     check_choice(engine, "engine", list(ENGINES))
@@ -242,9 +245,19 @@ def mcmc(
     processes = min(num_chains, cores()) if processes is None else check_positive_int(processes, "processes")
     notes = []
     foreign = sorted(set(kernel_options) - OWN_OPTIONS)
+    if "jitter" in kernel_options and (kernel != "hmc" or engine == "pyro" or foreign):
+        other = "NUTS" if kernel != "hmc" else "Pyro's HMC"
+        raise ValueError(
+            f"jitter={kernel_options['jitter']!r} is an option of this library's HMC (kernel='hmc', engine='ppmodels', "
+            f"no option only Pyro's kernel has), not of {other}: got kernel={kernel!r}, engine={engine!r}"
+            + (f", options {foreign}" if foreign else "")
+        )
     if engine == "pyro" or foreign:
         if foreign and engine != "pyro":
             notes.append(f"Pyro's MCMC ran: this library's kernel has no option {foreign}")
+        if kernel == "hmc":
+            notes.append("Pyro's HMC integrates for a fixed time (2 pi by default), which a Gaussian posterior's "
+                         "adapted dynamics can make periodic; this library's HMC jitters it")  # fmt: skip
         return _pyro_mcmc(model, args, model_kwargs, kernel, num_samples, warmup_steps, num_chains, compile, seed,
                           progress, max_plate_nesting, init_strategy, kernel_options, notes)  # fmt: skip
     settings = _kernel_settings(kernel, kernel_options)
