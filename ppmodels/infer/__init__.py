@@ -17,7 +17,7 @@ from .compare_elbos import ElboComparison, compare_elbos, gradient_variance
 from .convergence import StopOnConvergence
 from .discrete import infer_discrete
 from .elbo import ELBO_NAMES, ESTIMATORS, EnumELBO, Objective, get_elbo
-from .errors import NonFiniteLossError
+from .errors import ImproperPosteriorError, NonFiniteLossError
 from .evaluate import elbo, log_likelihood, log_weights, psis_per_datum
 from .fit import fit
 from .laplace import laplace_guide
@@ -40,6 +40,7 @@ __all__ = [
     "EnumELBO",
     "FitResult",
     "GUIDES",
+    "ImproperPosteriorError",
     "KERNELS",
     "KwargSchedule",
     "LOOResult",

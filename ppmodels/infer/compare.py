@@ -19,6 +19,7 @@ from .comparison import Comparison, MethodResult
 from .methods import GUIDES, KERNELS, KernelMethod, Settings, method_of
 from .params import isolated_store
 from .problem import Problem, _model_fn, latent_sites, mean_functions
+from .sampling import check_proper
 
 #: problems with more latent dimensions than this are refused for MCMC by default
 MAX_LATENTS = 100
@@ -67,6 +68,8 @@ def compare(
     :param mcmc: kernel names, ``"nuts"`` and/or ``"hmc"`` (the first is the reference for
         Wasserstein distances). They run before the guides train, so that a model MCMC
         refuses (a random or improper log density, docs/mcmc.md) stops compare at once.
+        Without them (``mcmc=()``) an improper posterior is still refused before the guides
+        train (:func:`~ppmodels.infer.sampling.check_proper`).
     :param int num_samples: MCMC samples per chain after ``warmup_steps`` warm-up steps.
     :param int vi_epochs: the most full-batch SVI steps per guide (with ``vi_stop="steps"``,
         exactly this many).
@@ -150,6 +153,8 @@ def compare(
                 f"the model has {len(problem.names)} latent dimensions, more than max_latents={max_latents} for "
                 "MCMC; compare variational guides only (mcmc=()) or raise max_latents"
             )
+        if not mcmc:  # MCMC refuses an improper posterior before its chains; guides alone would widen along it
+            check_proper(problem.potential_model, problem.train, max_plate_nesting=problem.plates)
         # MCMC first: a model it refuses (a random or improper density) stops compare before
         # any guide has trained, not after; the results keep the order asked for
         results, found = [None] * len(methods), [[] for _ in methods]

@@ -12,4 +12,9 @@ class NonFiniteLossError(FloatingPointError):
         self.epoch, self.step = epoch, step
 
 
-__all__ = ["NonFiniteLossError"]
+class ImproperPosteriorError(ValueError):
+    """The model's density does not depend on some latent elements and their prior is flat
+    or masked out: the posterior is improper along them (``mcmc`` and ``compare`` refuse it)."""
+
+
+__all__ = ["ImproperPosteriorError", "NonFiniteLossError"]

@@ -17,7 +17,6 @@ import pyro
 import pyro.infer.autoguide as autoguide
 import torch
 from pyro import poutine
-from pyro.infer import config_enumerate
 
 from .._validate import check_choice, check_nonnegative_int, check_positive_int
 from . import initialization as init
@@ -203,9 +202,8 @@ class KernelMethod:
         options.setdefault("init_strategy", init.init_to_uniform)  # Pyro's, with flat priors too
         options.setdefault("max_plate_nesting", problem.plates)  # Pyro's guess would draw from flat priors
         options.setdefault("compile", settings.mcmc_compile)
-        target = config_enumerate(problem.model_fn) if problem.discrete else problem.model_fn
         sampler = run_mcmc(
-            target,
+            problem.potential_model,
             *problem.train,
             kernel=self.name,
             num_samples=settings.num_samples,

@@ -39,6 +39,7 @@ from pyro.infer.mcmc.util import initialize_model
 from .._validate import check_choice
 from .chains import install as install_chain
 from .compiled import GraphUnsupported, _cause, _import_inductor, one_fake_mode, without_support_checks
+from .errors import ImproperPosteriorError
 from .initialization import init_to_uniform
 from .lanes import batch_lanes
 from .problem import _prior_trace, plate_nesting
@@ -55,6 +56,11 @@ INDUCTOR_MAX_NODES = 20000
 #: graph larger than LARGE_GRAPH takes minutes, and the user is told so before it starts
 INDUCTOR_SECONDS_PER_NODE = 0.008
 LARGE_GRAPH = 10000
+#: an element whose gradient is zero is flat (the posterior improper along it) only where the
+#: potential's value is the same this far away, either way, in the unconstrained space; where
+#: all such elements together are not, at most FLAT_SINGLES of them are tried one by one
+FLAT_SHIFT = 10.0
+FLAT_SINGLES = 64
 #: compiled and eager potentials must agree this closely (relative, float32 arithmetic)
 TOLERANCE = 1e-3
 #: for inductor, a (batched) matrix product of at most this many multiply-adds is written as a
@@ -299,29 +305,51 @@ class Potential:
     # -- the posterior's support ------------------------------------------------------------------
     def flat_elements(self) -> dict:
         """``{site: [element index, ...]}``: the elements on which the potential does not depend,
-        its gradient exactly zero there at three points around the initial one. The posterior is
+        its gradient exactly zero there at three points around the initial one, and its value the
+        same far along them (:meth:`_constant_along`). The posterior is
         then flat, improper, along them, and NUTS drifts along them without end (Pyro's would too):
         an element of a latent site that nothing reads and whose prior is flat or masked out
         (``pyro.sample(..., obs_mask=...)`` makes such a site, ``NAME_unobserved``, of the full
         shape, its observed elements masked out). Any proper prior makes the gradient nonzero."""
         generator = np.random.default_rng(0)
         flat = np.ones(self.dim, dtype=bool)
-        tried = 0
+        finite = []
         for scale in (0.0, 0.5, 2.0):
             z = self.initial[0] + scale * generator.standard_normal(self.dim)
             value, grad = self(z)
             if np.isfinite(value) and np.isfinite(grad).all():
                 flat &= grad == 0
-                tried += 1
-        if not tried or not flat.any():
+                finite.append((z, value))
+        if not finite or not flat.any():
             return {}
+        confirmed = np.zeros(self.dim, dtype=bool)
+        confirmed[self._constant_along(*finite[0], np.flatnonzero(flat))] = True
         out, start = {}, 0
         for name, shape, size in zip(self.names, self.shapes, self.sizes):
-            where = np.flatnonzero(flat[start : start + size])
+            where = np.flatnonzero(confirmed[start : start + size])
             if len(where):
                 out[name] = [tuple(int(i) for i in np.unravel_index(k, shape)) if shape else () for k in where]
             start += size
         return out
+
+    def _constant_along(self, z, value, elements) -> np.ndarray:
+        """Those of ``elements`` along which the potential keeps its ``value`` at ``z`` exactly, moved
+        :data:`FLAT_SHIFT` either way: all of them together, or else each alone (the first
+        :data:`FLAT_SINGLES`). A zero gradient alone is also a plateau's: a location under a
+        ``Uniform(a - 1, a + 1)`` likelihood, flat where the data allow it and impossible beyond,
+        is a proper posterior."""
+
+        def constant(which):
+            for step in (FLAT_SHIFT, -FLAT_SHIFT):
+                moved = z.copy()
+                moved[which] += step
+                if self(moved)[0] != value:
+                    return False
+            return True
+
+        if constant(elements):
+            return elements
+        return np.array([i for i in elements[:FLAT_SINGLES] if constant([i])], dtype=int)
 
     # -- draws ---------------------------------------------------------------------------------
     def constrain(self, z: np.ndarray) -> dict:
@@ -338,10 +366,11 @@ class Potential:
         return out
 
 
-def improper_posterior(flat: dict, sizes: dict | None = None) -> ValueError:
+def improper_posterior(flat: dict, sizes: dict | None = None) -> ImproperPosteriorError:
     """The error for a posterior flat along ``flat`` (``{site: [element index, ...]}``, ``[()]``
     for a whole site; ``sizes`` the sites' element counts): NUTS would drift along them without
-    end, its deepest trees at every step (Pyro's NUTS too, on the same potential)."""
+    end, its deepest trees at every step (Pyro's NUTS too, on the same potential), and a
+    guide's scale along them would grow as long as it trains."""
     parts = []
     for name, elements in flat.items():
         shown = ", ".join(str(list(e)) for e in elements[:6]) + (", ..." if len(elements) > 6 else "")
@@ -352,9 +381,10 @@ def improper_posterior(flat: dict, sizes: dict | None = None) -> ValueError:
         "masked out (Pyro means it for guides): for MCMC, sample only the missing entries as a site of their own "
         "and put them into the data with index_put. "
     )
-    return ValueError(
+    return ImproperPosteriorError(
         f"the posterior is improper: the model's density does not depend on {'; '.join(parts)}. Nothing in the "
-        "model reads them and their prior is flat or masked out, so NUTS would drift along them without end. "
+        "model reads them and their prior is flat or masked out, so NUTS would drift along them without end "
+        "(and a guide's scale along them would grow as long as it trains). "
         + (obs_mask if any(name.endswith("_unobserved") for name in flat) else "")
         + "Give each a proper prior, or leave out the sites nothing reads."
     )

@@ -40,6 +40,11 @@ class Problem:
     exact: dict | None = None  # latent name -> {"mean", "sd"}
     exact_discrete: dict | None = None  # discrete site -> exact posterior marginal probabilities
 
+    @property
+    def potential_model(self):
+        """The model as MCMC's potential takes it: its discrete sites enumerated."""
+        return config_enumerate(self.model_fn) if self.discrete else self.model_fn
+
     @classmethod
     def inspect(cls, model, train, exact=None, particles=8) -> Problem:
         """One cheap trace of ``model`` on ``train`` (a model that fails on its arguments

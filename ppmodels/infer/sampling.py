@@ -32,6 +32,7 @@ from pyro.ops.stats import effective_sample_size, split_gelman_rubin
 
 from .._validate import check_choice, check_nonnegative_int, check_positive_int
 from .compiled import ignore_jit_deprecation
+from .errors import ImproperPosteriorError
 from .initialization import init_to_uniform
 from .nuts import Chain, KernelSettings
 from .potential import COMPILE_MODES, Potential, improper_posterior
@@ -321,6 +322,23 @@ def _refuse_flat_directions(potential):
         raise improper_posterior(flat, dict(zip(potential.names, potential.sizes)))
 
 
+def check_proper(model, args=(), kwargs=None, max_plate_nesting=None) -> None:
+    """Raise :class:`~ppmodels.infer.errors.ImproperPosteriorError`, as ``mcmc`` does before its
+    chains, where the posterior is flat along some latent elements (a site nothing reads, the
+    masked-out elements of an ``obs_mask`` site): for inference that runs no MCMC (``compare``
+    with guides only), whose guides would otherwise widen along them as long as they train.
+    The check evaluates Pyro's potential three times, eagerly; where Pyro cannot build one for
+    the model (a discrete site it cannot enumerate, a subsample plate), nothing is checked."""
+    try:
+        potential = Potential(model, args, kwargs, compile=None, max_plate_nesting=max_plate_nesting)
+    except ImproperPosteriorError:
+        raise
+    except Exception:  # noqa: BLE001 (no potential to check with: the inference runs as it would)
+        return
+    if potential.dim:
+        _refuse_flat_directions(potential)
+
+
 def _pyro_mcmc(model, args, model_kwargs, kernel, num_samples, warmup, num_chains, compile, seed, progress,
                max_plate_nesting, init_strategy, options, notes) -> MCMCResult:  # fmt: skip
     options = dict(options)
@@ -347,4 +365,4 @@ def _pyro_mcmc(model, args, model_kwargs, kernel, num_samples, warmup, num_chain
     return MCMCResult(samples, divergences, time.perf_counter() - start, "pyro", compiled, {}, notes)
 
 
-__all__ = ["ENGINES", "KERNELS", "MCMCResult", "auto_compile", "cores", "default_chains", "mcmc"]
+__all__ = ["ENGINES", "KERNELS", "MCMCResult", "auto_compile", "check_proper", "cores", "default_chains", "mcmc"]
