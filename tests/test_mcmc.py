@@ -580,6 +580,20 @@ def test_a_model_whose_log_density_is_random_is_refused():
     assert result.samples["linear.weight"].shape == (1, 10, 1, 3)
 
 
+def rounding_noise(X, y):
+    """The regression (a log density of about -350 at the first point), moved by up to 1e-3
+    at each evaluation: 3e-6 relative, more than float32's rounding there (3e-5), as a GPU's
+    atomic additions move a sum."""
+    regression(X, y)
+    pyro.factor("roundings", 1e-3 * torch.rand(()))
+
+
+def test_a_log_density_a_few_roundings_apart_is_not_called_random():
+    X, y = _data()
+    result = mcmc(rounding_noise, X, y, num_samples=10, warmup_steps=10, num_chains=1, compile=None)
+    assert result.samples["beta"].shape == (1, 10, 3)
+
+
 # -- the fallback and Pyro's engine -------------------------------------------------------------
 def branching(y):
     mu = pyro.sample("mu", dist.Normal(0.0, 1.0))

@@ -48,6 +48,10 @@ DEFAULT_MAX_CHAINS = 4
 #: the graph's size, and NUTS makes 3-30 calls an iteration. The chains share one compile and
 #: run in parallel, so it is each chain's length that counts.
 INDUCTOR_ITERATIONS = 1000
+#: two evaluations of the log density at one point closer than this (relative and absolute)
+#: are the same: a GPU's atomic additions (``index_add``, ``scatter_add``) sum in an order of
+#: their own, a few float32 roundings apart; a dropout layer moves it by percents
+RANDOM_TOLERANCE = 1e-5
 #: the kernel options this library's kernel runs; any other goes to Pyro's kernel
 OWN_OPTIONS = set(KernelSettings.__dataclass_fields__)
 
@@ -306,7 +310,8 @@ def _refuse_a_random_potential(potential):
     its draws are not the posterior's. Refused before anything is compiled."""
     z = potential._tensor(potential.initial[0])
     first, second = (float(potential.eager(z)[0]) for _ in range(2))
-    if first != second and not (math.isnan(first) and math.isnan(second)):
+    same = math.isclose(first, second, rel_tol=RANDOM_TOLERANCE, abs_tol=RANDOM_TOLERANCE)
+    if not same and not (math.isnan(first) and math.isnan(second)):
         raise ValueError(
             f"the model's log density is random: at the same point it was {-first:.6g} and then {-second:.6g}. "
             "It draws random numbers outside pyro.sample (torch.randn or torch.rand on its data, a dropout layer in "
