@@ -291,6 +291,7 @@ def main():
                 row["ratio"] = {k: row[k] / best_numpyro[k] if best_numpyro else math.nan for k in ("cold", "warm")}
                 print(_cells(row), flush=True)
     print()
+    print(f"torch {torch.__version__}, pyro {pyro.__version__}" + _numpyro_version())
     print(f"{WARMUP} warm-up + {SAMPLES} draws per chain; {args.rounds} rounds; cold = first round, warm = median "
           "of the later rounds (range); ratio = ESS/s over NumPyro's best of the same kind; max z = mean "
           "disagreement with ppmodels in MC errors")  # fmt: skip
@@ -299,6 +300,15 @@ def main():
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(_cells(r))
+
+
+def _numpyro_version() -> str:
+    try:
+        import jax
+        import numpyro
+    except ImportError:
+        return ""
+    return f", numpyro {numpyro.__version__}, jax {jax.__version__}"
 
 
 def _cells(r) -> str:
