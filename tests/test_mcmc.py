@@ -484,6 +484,22 @@ def test_the_hook_names_each_autograd_function_applied_on_this_torch():
     assert after == []
 
 
+def test_the_hook_says_when_it_cannot_watch_this_torch(monkeypatch):
+    """Where ``Function.apply`` is not a descriptor the hook can bind (a future torch), every
+    potential takes the one-stage path: correct, slower to compile, and said once."""
+    import ppmodels.infer.potential as potential_module
+
+    monkeypatch.setattr(potential_module, "_WARNED_UNWATCHED", False)
+    monkeypatch.setattr(torch.autograd.Function, "apply", 42)
+    with pytest.warns(RuntimeWarning, match="cannot watch torch .* one stage"):
+        with potential_module._custom_backwards() as seen:
+            pass
+    assert seen == ["?"]
+    with potential_module._custom_backwards() as again:  # said once a process
+        pass
+    assert again == ["?"]
+
+
 def test_a_repeated_factor_is_differentiated_once():
     """An enumerated HMM's transition factor is the same at each step: traced in two stages, its
     gradients are summed first, so the graph grows by a few operations a step, not by a

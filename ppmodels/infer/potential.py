@@ -414,6 +414,9 @@ def _tracing():
         yield
 
 
+_WARNED_UNWATCHED = False
+
+
 @contextlib.contextmanager
 def _custom_backwards():
     """A list that names each ``torch.autograd.Function`` applied inside the block. ``apply``
@@ -421,12 +424,22 @@ def _custom_backwards():
     seen nothing, every model took the one-stage path, and the 100-step ``pyro.markov`` HMM's
     graph had 8,240 operations against 537: inductor 86 s against 9); both are wrapped by
     binding them to the class. Where torch's ``Function.apply`` is not where this expects it,
-    the list says so at once (``"?"``), and the caller takes the path that keeps every
-    backward."""
+    the list says so at once (``"?"``), the caller takes the path that keeps every backward,
+    and a warning says so, once a process: the next such change in torch is not silent."""
+    global _WARNED_UNWATCHED
     seen = []
     function = torch.autograd.Function
     original = function.__dict__.get("apply")
     if not hasattr(original, "__get__") or not callable(original.__get__(None, function)):
+        if not _WARNED_UNWATCHED:
+            _WARNED_UNWATCHED = True
+            warnings.warn(
+                f"ppmodels cannot watch torch {torch.__version__}'s autograd.Function.apply: each potential is "
+                "traced with its gradient in one stage, which is correct but slower to compile where a factor "
+                "repeats (an HMM's steps: minutes, not seconds). Please report it with your torch version",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         seen.append("?")
         yield seen
         return
