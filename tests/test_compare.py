@@ -125,13 +125,27 @@ def test_user_guide_and_logistic_problem_smoke():
         ({"warmup_steps": -1}, ValueError, r"`warmup_steps` must be a non-negative int, but got -1"),
         ({"guides": (), "mcmc": ()}, ValueError, r"nothing to compare"),
         ({"guides": (3,)}, TypeError, r"`guides` entries must be names"),
+        (
+            {"kernel_options": {"jitter": 0}},
+            ValueError,
+            r"kernel_options=\{'jitter': 0\} is HMC's option .* mcmc=\('nuts',\) runs no HMC: add 'hmc'",
+        ),
     ],
-    ids=["guide", "kernel", "too-many-latents", "samples", "warmup", "nothing", "guide-type"],
+    ids=["guide", "kernel", "too-many-latents", "samples", "warmup", "nothing", "guide-type", "jitter-without-hmc"],
 )
 def test_bad_arguments(kwargs, error, match):
     train, _ = linear_regression_data(num_train=20)
     with pytest.raises(error, match=match):
         compare(BayesianLinearRegression(2), train, **kwargs)
+
+
+def test_a_shared_hmc_option_reaches_hmc_and_not_nuts():
+    """compare's kernel_options go to every kernel: HMC's ``jitter`` is left out of NUTS's, as
+    NUTS's ``max_tree_depth`` is out of HMC's."""
+    train, _ = linear_regression_data(num_train=20)
+    result = compare(BayesianLinearRegression(2), train, guides=(), mcmc=("nuts", "hmc"), num_samples=20,
+                     warmup_steps=10, kernel_options={"jitter": 0, "max_tree_depth": 4})  # fmt: skip
+    assert [m.name for m in result.methods] == ["nuts", "hmc"]
 
 
 def test_a_model_with_no_latent_sites_has_nothing_to_infer():

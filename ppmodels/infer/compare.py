@@ -96,7 +96,8 @@ def compare(
     :param mcmc_compile: how MCMC's potential energy is compiled (``mcmc``'s ``compile``:
         ``"auto"``, ``"inductor"``, ``"graph"`` or ``None`` for eager Pyro).
     :param dict kernel_options: keyword arguments for :func:`~ppmodels.infer.sampling.mcmc` and
-        its kernels, e.g. ``{"max_tree_depth": 6}`` (NUTS) or ``{"engine": "pyro"}``; an option
+        its kernels, e.g. ``{"max_tree_depth": 6}`` (NUTS; HMC leaves it), ``{"jitter": 0}``
+        (HMC; NUTS leaves it) or ``{"engine": "pyro"}``; an option
         this library's kernel does not have (``{"jit_compile": True}``, ``{"full_mass": True}``)
         runs Pyro's ``MCMC`` instead, and the report's notes say so.
     :returns: :class:`Comparison`. Discrete latents are summed out: VI with ``enum`` (the
@@ -134,6 +135,11 @@ def compare(
     for kernel in mcmc:
         if kernel not in KERNELS:
             raise ValueError(f"unknown MCMC kernel {kernel!r}; valid names are {sorted(KERNELS)}")
+    if "jitter" in (kernel_options or {}) and "hmc" not in mcmc:  # HMC's alone; NUTS leaves it to HMC
+        raise ValueError(
+            f"kernel_options={{'jitter': {kernel_options['jitter']!r}}} is HMC's option (its integration time), "
+            f"but mcmc={tuple(mcmc)!r} runs no HMC: add 'hmc' or leave jitter out"
+        )
     for g in guides:
         if isinstance(g, str) and g not in GUIDES:
             raise ValueError(f"unknown guide {g!r}; valid names are {sorted(GUIDES)} (or pass your own guide)")

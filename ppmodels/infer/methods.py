@@ -202,6 +202,8 @@ class KernelMethod:
         options.setdefault("init_strategy", init.init_to_uniform)  # Pyro's, with flat priors too
         options.setdefault("max_plate_nesting", problem.plates)  # Pyro's guess would draw from flat priors
         options.setdefault("compile", settings.mcmc_compile)
+        if self.name != "hmc":
+            options.pop("jitter", None)  # HMC's option, shared in compare's kernel_options (compare checks it)
         sampler = run_mcmc(
             problem.potential_model,
             *problem.train,
