@@ -92,12 +92,15 @@ def _graph_safe():
             setattr(module, attr, old)
 
 
-def ignore_jit_deprecation():
-    """Inside a ``warnings.catch_warnings()`` block: torch's notice that ``torch.jit.trace`` is
-    deprecated (a ``DeprecationWarning`` up to torch 2.13, a ``FutureWarning`` from 2.14) is not
-    shown. Pyro's JIT estimators and its ``jit_compile`` trace with it; where this library chose
-    them, the notice is not the user's to act on."""
-    warnings.filterwarnings("ignore", message="`torch.jit.trace` is deprecated", category=Warning)
+@contextlib.contextmanager
+def quiet_jit_deprecation():
+    """Inside the block, torch's notice that ``torch.jit.trace`` is deprecated (a
+    ``DeprecationWarning`` up to torch 2.13, a ``FutureWarning`` from 2.14) is not shown. Pyro's
+    JIT estimators and its ``jit_compile`` trace with it; where this library runs them, the
+    notice is not the user's to act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`torch.jit.trace` is deprecated", category=Warning)
+        yield
 
 
 @contextlib.contextmanager

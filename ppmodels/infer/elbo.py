@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import warnings
-
 import pyro.infer
 from pyro.infer import config_enumerate
 from pyro.poutine.runtime import effectful
 
 from .._validate import check_nonnegative_int, check_positive_int
-from .compiled import ignore_jit_deprecation
+from .compiled import quiet_jit_deprecation
 
 
 class _Enumerates:
@@ -264,7 +261,7 @@ class Objective:
     def loss_and_grads(self, args, kwargs, check=None) -> float:
         """Compute the loss and accumulate its gradients; ``check(value)`` runs before
         backpropagation where the estimator allows it."""
-        with _quiet_jit():
+        with quiet_jit_deprecation():  # Pyro's JIT estimators
             return self._loss_and_grads(args, kwargs, check)
 
     def _loss_and_grads(self, args, kwargs, check):
@@ -288,14 +285,5 @@ class Objective:
 
     def loss(self, args, kwargs) -> float:
         elbo = self.elbo if self.reports_loss else self._monitor
-        with _quiet_jit():
+        with quiet_jit_deprecation():
             return float(elbo.loss(self.model, self.guide, *args, **kwargs))
-
-
-@contextlib.contextmanager
-def _quiet_jit():
-    """Pyro's JIT estimators trace with ``torch.jit.trace``, which torch deprecates: the user
-    chose an estimator, and the notice is not theirs to act on."""
-    with warnings.catch_warnings():
-        ignore_jit_deprecation()
-        yield

@@ -422,7 +422,7 @@ def _custom_backwards():
     """A list that names each ``torch.autograd.Function`` applied inside the block. ``apply``
     is a Python ``classmethod`` up to torch 2.13 and a C one from 2.14 (there the hook had
     seen nothing, every model took the one-stage path, and the 100-step ``pyro.markov`` HMM's
-    graph had 8,240 operations against 537: inductor 86 s against 9); both are wrapped by
+    graph had 8,240 operations against 537: inductor 86 s against about 6); both are wrapped by
     binding them to the class. Where torch's ``Function.apply`` is not where this expects it,
     the list says so at once (``"?"``), the caller takes the path that keeps every backward,
     and a warning says so, once a process: the next such change in torch is not silent."""

@@ -21,7 +21,6 @@ import math
 import multiprocessing
 import os
 import time
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,7 +30,7 @@ from pyro.infer import HMC, MCMC, NUTS
 from pyro.ops.stats import effective_sample_size, split_gelman_rubin
 
 from .._validate import check_choice, check_nonnegative_int, check_positive_int
-from .compiled import ignore_jit_deprecation
+from .compiled import quiet_jit_deprecation
 from .errors import ImproperPosteriorError
 from .initialization import init_to_uniform
 from .nuts import Chain, KernelSettings
@@ -360,9 +359,7 @@ def _pyro_mcmc(model, args, model_kwargs, kernel, num_samples, warmup, num_chain
     start = time.perf_counter()
     sampler = MCMC((NUTS if kernel == "nuts" else HMC)(model, **options), num_samples=num_samples,
                    warmup_steps=warmup, num_chains=num_chains, disable_progbar=not progress)  # fmt: skip
-    with warnings.catch_warnings():
-        if options.get("jit_compile"):
-            ignore_jit_deprecation()
+    with quiet_jit_deprecation():  # Pyro's jit_compile
         sampler.run(*args, **(model_kwargs or {}))
     samples = sampler.get_samples(group_by_chain=True)
     divergences = sampler.diagnostics().get("divergences") or {}
