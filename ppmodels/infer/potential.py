@@ -86,6 +86,28 @@ FEW_FUSION_PAIRS_ABOVE = 2000
 FUSION_PAIRS = 8
 
 
+def mode_for_size(mode: str, nodes: int) -> tuple:
+    """``(mode, note)`` for a graph of ``nodes`` operations: inductor's compile time grows with
+    the graph, so above :data:`INDUCTOR_MAX_NODES` it runs as TorchScript, and above
+    :data:`LARGE_GRAPH` a warning says how long the compile will take."""
+    if mode != "inductor" or nodes <= LARGE_GRAPH:
+        return mode, None
+    if nodes > INDUCTOR_MAX_NODES:
+        return "graph", (
+            f"the potential's graph has {nodes} operations (more than {INDUCTOR_MAX_NODES}: a loop unrolled, "
+            "such as an HMM's steps): inductor would take tens of minutes to compile it, so it runs as TorchScript"
+        )
+    minutes = nodes * INDUCTOR_SECONDS_PER_NODE / 60
+    note = (
+        f"the potential's graph has {nodes} operations (a loop unrolled: an HMM's steps written with "
+        f"pyro.markov, a recursion over time): inductor will take about {minutes:.0f} minutes to compile it. "
+        "Where the model has a vectorized form it compiles in seconds: for an HMM, Pyro's DiscreteHMM "
+        "distribution (docs/mcmc.md)"
+    )
+    warnings.warn(f"compiling: {note}", UserWarning, stacklevel=5)
+    return mode, note
+
+
 class Potential:
     """``potential(z) -> (U, dU/dz)`` for a flat numpy vector ``z`` in the unconstrained space.
 
@@ -138,6 +160,7 @@ class Potential:
         if self.dim:  # an enumerated Markov chain summed out by a parallel scan, where Pyro agrees
             self.chain = install_chain(self._potential_fn, self._unflatten(self._tensor(self.initial[0])))
         self._graph = None
+        self._plain = self._forward = None  # the traced graphs, kept for :meth:`batched`
         if compile is not None:
             self.compile(compile)
 
@@ -203,22 +226,9 @@ class Potential:
             graph = self._traced(lambda z: self._value_and_grad(z), z0.detach().requires_grad_(True), decompositions)
         if mode == "inductor":
             graph = _without_repeats(_functional(graph, z0, decompositions))
+        self._plain = graph
         self.nodes = len(graph.graph.nodes)
-        if mode == "inductor" and self.nodes > INDUCTOR_MAX_NODES:
-            self.note = (
-                f"the potential's graph has {self.nodes} operations (more than {INDUCTOR_MAX_NODES}: a loop unrolled, "
-                "such as an HMM's steps): inductor would take tens of minutes to compile it, so it runs as TorchScript"
-            )
-            mode = "graph"
-        elif mode == "inductor" and self.nodes > LARGE_GRAPH:
-            minutes = self.nodes * INDUCTOR_SECONDS_PER_NODE / 60
-            self.note = (
-                f"the potential's graph has {self.nodes} operations (a loop unrolled: an HMM's steps written with "
-                f"pyro.markov, a recursion over time): inductor will take about {minutes:.0f} minutes to compile it. "
-                "Where the model has a vectorized form it compiles in seconds: for an HMM, Pyro's DiscreteHMM "
-                "distribution (docs/mcmc.md)"
-            )
-            warnings.warn(f"compiling: {self.note}", UserWarning, stacklevel=4)
+        mode, self.note = mode_for_size(mode, self.nodes)
         if mode == "inductor":
             graph, slower = _inductor(graph, z0)
             if slower:
@@ -259,6 +269,7 @@ class Potential:
         if seen:  # their own backward, which the forward's aten operations do not carry
             raise GraphUnsupported(f"the model applies its own autograd.Function ({', '.join(sorted(set(seen)))})")
         forward = _batched_lanes(_without_repeats(_functional(forward, z0, None)), z0)
+        self._forward = forward
 
         def value_and_grad(z):
             value = forward(z)
