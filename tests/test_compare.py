@@ -114,7 +114,7 @@ def test_user_guide_and_logistic_problem_smoke():
     "kwargs,error,match",
     [
         ({"guides": ("meanfeld",)}, ValueError, r"unknown guide 'meanfeld'; valid names are \['fullrank', 'lowrank', "),
-        ({"mcmc": ("mala",)}, ValueError, r"unknown MCMC kernel 'mala'; valid names are \['hmc', 'nuts'\]"),
+        ({"mcmc": ("mala",)}, ValueError, r"unknown MCMC kernel 'mala'; valid names are \['chees', 'hmc', 'nuts'\]"),
         (
             {"max_latents": 2},
             ValueError,
@@ -146,6 +146,18 @@ def test_a_shared_hmc_option_reaches_hmc_and_not_nuts():
     result = compare(BayesianLinearRegression(2), train, guides=(), mcmc=("nuts", "hmc"), num_samples=20,
                      warmup_steps=10, kernel_options={"jitter": 0, "max_tree_depth": 4})  # fmt: skip
     assert [m.name for m in result.methods] == ["nuts", "hmc"]
+
+
+def test_chees_in_compare_takes_its_own_options_and_leaves_nuts_its_own():
+    """ChEES leaves NUTS's ``max_tree_depth``, NUTS leaves ChEES's ``max_leapfrogs`` (which
+    would otherwise send NUTS to Pyro's kernel, which has no such option)."""
+    train, _ = linear_regression_data(num_train=20)
+    result = compare(BayesianLinearRegression(2), train, guides=(), mcmc=("nuts", "chees"), num_samples=40,
+                     warmup_steps=40, kernel_options={"max_tree_depth": 4, "max_leapfrogs": 50})  # fmt: skip
+    nuts, chees = result.methods
+    assert (nuts.name, chees.name) == ("nuts", "chees")
+    assert not any("Pyro" in note for note in nuts.notes)
+    assert len(next(iter(chees.samples.values()))) == 64 * 40  # 64 chains by default
 
 
 def test_a_model_with_no_latent_sites_has_nothing_to_infer():

@@ -83,6 +83,14 @@ def test_nuts_passes_on_the_conjugate_model():
     assert result.failing() == [], result.to_markdown()
 
 
+@pytest.mark.slow
+def test_chees_passes_on_the_conjugate_model_with_its_own_chains():
+    """SBC's one chain per simulation would leave ChEES nothing to adapt from: it runs its own."""
+    result = sbc(two_means, (Y,), "chees", num_simulations=20, num_samples=20, warmup_steps=50, num_draws=19,
+                 num_chains=16)  # fmt: skip
+    assert result.failing() == [], result.to_markdown()
+
+
 def test_a_users_guide_is_trained_afresh_for_each_simulation():
     def guide(y):
         for name in ("a", "b"):

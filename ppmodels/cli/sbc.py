@@ -27,7 +27,7 @@ def add_parser(sub, explicit):
         help="linreg, logreg, mlp1d, gmm, or posteriordb:NAME (one posterior whose priors are proper)",
     )
     o.add("--posteriordb", metavar="PATH", help="read posteriordb problems from this local clone of posteriordb")
-    o.add("--method", default="meanfield", help="meanfield, fullrank, lowrank, nuts or hmc")
+    o.add("--method", default="meanfield", help="meanfield, fullrank, lowrank, nuts, hmc or chees")
     o.add("--simulations", type=positive_int, default=100, help="simulated data sets")
     o.add("--draws", type=positive_int, default=99, help="posterior draws each rank is among")
     o.add(

@@ -271,7 +271,7 @@ def sbc(
     :param tuple args: the model's arguments (their observed values are replaced by each
         simulation's data; they fix the data's shape).
     :param method: a compare method name (``"meanfield"``, ``"fullrank"``, ``"lowrank"``,
-        ``"nuts"``, ``"hmc"``), a ``(name, guide)`` pair (a guide of the user's, trained
+        ``"nuts"``, ``"hmc"``, ``"chees"``), a ``(name, guide)`` pair (a guide of the user's, trained
         afresh for each simulation), or a callable ``(model, args) -> {site: (S, *shape)}``
         returning posterior draws (any inference of the user's).
     :param int num_draws: the posterior draws each rank is among (evenly spaced over the
@@ -282,11 +282,12 @@ def sbc(
     :param settings: compare's settings for the method (``vi_epochs``, ``num_samples``,
         ``warmup_steps``, ``lr``, ``num_vi_samples``, ...; ``diagnostics``, PSIS and LOO
         after each fit, is off unless asked for; MCMC runs one chain, ``num_chains=1``, unless
-        asked for more: the simulations are the parallel work).
+        asked for more: the simulations are the parallel work; ChEES its 64 in one process).
     :returns: :class:`SBCResult`.
     """
     from .methods import Settings, method_of
     from .problem import _model_fn
+    from .sampling import MANY_CHAIN_KERNELS
 
     num_simulations = check_positive_int(num_simulations, "num_simulations")
     num_draws = check_positive_int(num_draws, "num_draws")
@@ -299,7 +300,8 @@ def sbc(
     for name in ("seed", "progress"):
         if name in settings:
             raise TypeError(f"pass {name} to sbc itself, not as a method setting")
-    chosen = Settings.checked(seed=seed, **{"diagnostics": False, "num_chains": 1, **settings})
+    chains = None if method in MANY_CHAIN_KERNELS else 1  # ChEES: its own 64 in one process
+    chosen = Settings.checked(seed=seed, **{"diagnostics": False, "num_chains": chains, **settings})
     runner = method_of(method)
     simulate(model_fn, args, seed)  # fails now, with its message, if the model cannot simulate
     done = _load(out, runner.name, num_draws, seed, chosen) if out is not None else {}

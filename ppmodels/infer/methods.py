@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from dataclasses import dataclass
 
 import pyro
@@ -21,16 +22,19 @@ from pyro import poutine
 from .._validate import check_choice, check_nonnegative_int, check_positive_int
 from . import initialization as init
 from .callbacks import Callback
+from .chees import CheesSettings
 from .comparison import MethodResult
 from .convergence import GradientWindow, StopOnConvergence
 from .elbo import get_elbo
 from .fit import fit
 from .laplace import whitened_guide
 from .loo import pointwise, psis_loo, relative_efficiency
+from .nuts import KernelSettings
 from .potential import COMPILE_MODES
 from .problem import _names
 from .psis import USABLE, psis
 from .sampling import KERNELS as MCMC_KERNELS
+from .sampling import MANY_CHAIN_KERNELS
 from .sampling import mcmc as run_mcmc
 
 #: guide names -> Pyro autoguides
@@ -42,7 +46,11 @@ GUIDES = {
 #: the named guides that start at the Laplace approximation, whitened by it: name -> diagonal
 WHITENED = {"meanfield": True, "fullrank": False}
 #: MCMC kernel names (run by :func:`~ppmodels.infer.sampling.mcmc`)
-KERNELS = MCMC_KERNELS
+KERNELS = (*MCMC_KERNELS, *MANY_CHAIN_KERNELS)
+#: options one family of kernels has and the other has not: compare's ``kernel_options`` are
+#: shared, so each kernel leaves the other's (as NUTS leaves HMC's ``jitter``)
+NUTS_ONLY = set(KernelSettings.__dataclass_fields__) - set(CheesSettings.__dataclass_fields__)
+CHEES_ONLY = set(CheesSettings.__dataclass_fields__) - set(KernelSettings.__dataclass_fields__)
 
 
 @dataclass(frozen=True)
@@ -204,17 +212,21 @@ class KernelMethod:
         options.setdefault("compile", settings.mcmc_compile)
         if self.name != "hmc":
             options.pop("jitter", None)  # HMC's option, shared in compare's kernel_options (compare checks it)
-        sampler = run_mcmc(
-            problem.potential_model,
-            *problem.train,
-            kernel=self.name,
-            num_samples=settings.num_samples,
-            warmup_steps=settings.warmup_steps,
-            num_chains=settings.num_chains,
-            seed=settings.seed,
-            progress=settings.progress,
-            **options,
-        )
+        for name in NUTS_ONLY if self.name in MANY_CHAIN_KERNELS else CHEES_ONLY:
+            options.pop(name, None)
+        with warnings.catch_warnings():  # ChEES's unmixed chains: in the report's notes and r-hat warnings instead
+            warnings.filterwarnings("ignore", r"the \d+ chains have not mixed", RuntimeWarning)
+            sampler = run_mcmc(
+                problem.potential_model,
+                *problem.train,
+                kernel=self.name,
+                num_samples=settings.num_samples,
+                warmup_steps=settings.warmup_steps,
+                num_chains=settings.num_chains,
+                seed=settings.seed,
+                progress=settings.progress,
+                **options,
+            )
         seconds = sampler.seconds
         sites = problem.sites
         site_samples = {s: v.reshape(-1, *sites[s]) for s, v in sampler.get_samples().items() if s in sites}
