@@ -8,6 +8,10 @@ Per posterior, in one process, rounds alternating the samplers, each round a new
 - ``numpyro-1``: NumPyro's NUTS as its users run it by default (one chain);
 - ``numpyro-2``: NumPyro's NUTS with a chain per core (``chain_method="parallel"`` on as many
   host devices), the same use of the machine as ``ppmodels``;
+- with ``--chees``: ``ppmodels-chees``, ``mcmc(kernel="chees")`` (``compare(mcmc=("chees",))``):
+  ChEES-HMC, 64 chains in lockstep in one process, the potential batched over them, started
+  from a short NUTS run (500 warm-up + 1,000 draws each: 64 times the draws; its ratio is to
+  NumPyro's NUTS, a different algorithm, and its means must agree as the others' do);
 - with ``--pyro``: Pyro's own NUTS, eager (compare's MCMC before this library's kernel) and
   with ``jit_compile=True``, one chain (slow: up to minutes per run; the enumerated HMM is
   left out of the eager run, at over a second per iteration).
@@ -149,9 +153,9 @@ def posteriors() -> dict:
 
 
 # -- the samplers ------------------------------------------------------------------------------
-def run_ppmodels(model, args, nesting, seed):
+def run_ppmodels(model, args, nesting, seed, kernel="nuts"):
     start = time.perf_counter()
-    result = mcmc(model, *args, seed=seed, max_plate_nesting=nesting)
+    result = mcmc(model, *args, seed=seed, max_plate_nesting=nesting, kernel=kernel)
     seconds = time.perf_counter() - start
     return seconds, {k: v for k, v in result.samples.items()}, result.compile["seconds"]
 
@@ -228,6 +232,7 @@ def main():
     parser.add_argument("--posteriors", default="blr,eight_schools,ar_k,gp_regr,mixture,hmm_dhmm,hmm")
     parser.add_argument("--pyro", action="store_true", help="also Pyro's NUTS, eager and jit_compile (slow)")
     parser.add_argument("--no-numpyro", action="store_true")
+    parser.add_argument("--chees", action="store_true", help="also ChEES-HMC (64 chains in lockstep, one process)")
     args = parser.parse_args()
     n_cores = cores()
     if not args.no_numpyro:
@@ -238,6 +243,8 @@ def main():
     table = posteriors()
     names = args.posteriors.split(",")
     samplers = ["ppmodels"] + ([] if args.no_numpyro else ["numpyro-1", f"numpyro-{n_cores}"])
+    if args.chees:
+        samplers += ["ppmodels-chees"]
     if args.pyro:
         samplers += ["pyro-eager", "pyro-jit"]
     start_compilers(samplers)
@@ -251,8 +258,8 @@ def main():
                 if s == "pyro-eager" and name == "hmm":
                     continue
                 seed = 100 + r
-                if s == "ppmodels":
-                    out = run_ppmodels(model, margs, nesting, seed)
+                if s.startswith("ppmodels"):
+                    out = run_ppmodels(model, margs, nesting, seed, "chees" if s == "ppmodels-chees" else "nuts")
                 elif s.startswith("numpyro"):
                     out = run_numpyro(name, margs, seed, int(s.split("-")[1]))
                 else:
