@@ -11,8 +11,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 from pyro.infer.autoguide import init_to_value
-from pyro.nn import PyroModule, PyroSample
-from test_mcmc import _check_against_exact, _data, regression
+from test_mcmc import LinearModule, _check_against_exact, _data, regression
 
 from ppmodels import posteriordb
 from ppmodels.infer import mcmc
@@ -54,23 +53,9 @@ def test_the_same_seed_gives_the_same_draws():
     assert torch.equal(first, again) and not torch.equal(first, other)
 
 
-class BayesianLinear(PyroModule):
-    """A PyroModule with PyroSample priors, as Pyro's Bayesian regression tutorial writes one."""
-
-    def __init__(self):
-        super().__init__()
-        self.linear = PyroModule[torch.nn.Linear](3, 1, bias=False)
-        self.linear.weight = PyroSample(dist.Normal(0.0, 1.0).expand([1, 3]).to_event(2))
-
-    def forward(self, X, y=None):
-        mean = self.linear(X).squeeze(-1)
-        with pyro.plate("data", X.shape[0]):
-            pyro.sample("obs", dist.Normal(mean, 1.0), obs=y)
-
-
 def test_a_pyromodule_is_batched_and_agrees_with_the_closed_form():
     X, y = _data()
-    result = mcmc(BayesianLinear(), X, y, kernel="chees", num_chains=32, num_samples=200, warmup_steps=200, seed=1)
+    result = mcmc(LinearModule(), X, y, kernel="chees", num_chains=32, num_samples=200, warmup_steps=200, seed=1)
     assert result.compile["batched"]
     result.samples["beta"] = result.samples.pop("linear.weight").reshape(32, 200, 3)
     _check_against_exact(result, X, y, tol_sd=0.1)

@@ -285,11 +285,7 @@ def mcmc(
                           progress, max_plate_nesting, init_strategy, kernel_options, notes)  # fmt: skip
     settings = _kernel_settings(kernel, kernel_options)
     start = time.perf_counter()
-    pyro.set_rng_seed(seed)
-    potential = Potential(model, args, model_kwargs, compile=None, max_plate_nesting=max_plate_nesting,
-                          num_chains=num_chains, init_strategy=init_strategy)  # fmt: skip
-    if not potential.dim:
-        raise ValueError("the model has no continuous latent sites to sample (every site is observed or discrete)")
+    potential = _uncompiled_potential(model, args, model_kwargs, max_plate_nesting, num_chains, init_strategy, seed)
     # the processes that will really run (one where forking is not possible) decide "auto"
     processes = min(processes, num_chains) if _can_fork(potential, min(processes, num_chains)) else 1
     if compile == "auto":
@@ -305,6 +301,16 @@ def mcmc(
     chains = _chains(potential, settings, list(potential.initial), seed, num_samples, warmup_steps, processes, progress)
     compiled = {"mode": potential.mode, "fallback": potential.fallback, "seconds": potential.compile_seconds}
     return _result(potential, chains, start, compiled, {"processes": processes}, notes)
+
+
+def _uncompiled_potential(model, args, model_kwargs, max_plate_nesting, num_chains, init_strategy, seed):
+    """The model's potential, its chains' starts drawn from ``seed``, not yet compiled."""
+    pyro.set_rng_seed(seed)
+    potential = Potential(model, args, model_kwargs, compile=None, max_plate_nesting=max_plate_nesting,
+                          num_chains=num_chains, init_strategy=init_strategy)  # fmt: skip
+    if not potential.dim:
+        raise ValueError("the model has no continuous latent sites to sample (every site is observed or discrete)")
+    return potential
 
 
 def _result(potential, chains, start, compiled, extra_stats, notes) -> MCMCResult:
@@ -344,11 +350,7 @@ def _many_chains(model, args, model_kwargs, num_samples, warmup, num_chains, com
             f"least 2 (64 by default), got {num_chains}"
         )
     start = time.perf_counter()
-    pyro.set_rng_seed(seed)
-    potential = Potential(model, args, model_kwargs, compile=None, max_plate_nesting=max_plate_nesting,
-                          num_chains=num_chains, init_strategy=init_strategy)  # fmt: skip
-    if not potential.dim:
-        raise ValueError("the model has no continuous latent sites to sample (every site is observed or discrete)")
+    potential = _uncompiled_potential(model, args, model_kwargs, max_plate_nesting, num_chains, init_strategy, seed)
     if compile == "auto":
         compile = auto_compile(num_samples + warmup, 1, 1)
     _refuse_a_random_potential(potential)
