@@ -102,6 +102,16 @@ def test_an_uncompiled_potential_evaluates_each_chain_and_says_so():
     assert np.allclose(batched(z)[0], [potential(z[0])[0]] * 2)
 
 
+@pytest.mark.filterwarnings("ignore:the 4 chains have not mixed")  # 20 draws each: r-hat's noise, not the point
+def test_chains_evaluated_one_by_one_are_warned_of():
+    X, y = _data()
+    with pytest.warns(
+        RuntimeWarning, match=r"kernel='chees' evaluates its 4 chains one after another \(the potential is not compiled"
+    ):
+        result = mcmc(regression, X, y, kernel="chees", compile=None, num_chains=4, num_samples=20, warmup_steps=60)
+    assert result.compile["batched"] is False and "not compiled" in result.notes[0]
+
+
 def test_chees_refuses_pyros_engine_and_options_it_has_not():
     X, y = _data()
     with pytest.raises(

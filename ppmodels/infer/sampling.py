@@ -364,6 +364,13 @@ def _many_chains(model, args, model_kwargs, num_samples, warmup, num_chains, com
     batched = BatchedPotential(potential, num_chains, compile)
     if batched.note:
         notes.append(batched.note)
+    if batched.mode is None:  # correct, but each iteration costs num_chains single-chain iterations
+        warnings.warn(
+            f"kernel='chees' evaluates its {num_chains} chains one after another ({batched.note}): each iteration "
+            f"costs about {num_chains} of NUTS's; kernel='nuts' or fewer chains (num_chains) would be faster",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     rng = np.random.default_rng(np.random.SeedSequence(seed))
     bar = None
     if progress:
