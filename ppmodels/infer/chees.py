@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._validate import check_positive_int
-from .nuts import MAX_DELTA_ENERGY, ChainResult, _DualAveraging, _Welford, adaptation_windows
+from .nuts import MAX_DELTA_ENERGY, ChainResult, WindowedAdaptation
 
 #: an iteration whose chains' mean acceptance probability is below this leaves ``T`` alone
 MIN_MEAN_ACCEPT = 0.05
@@ -208,42 +208,22 @@ class Chees:
 
     def _run(self, num_samples, warmup, progress):
         s = self.s
-        windows = adaptation_windows(warmup) if warmup else []
-        if s.adapt_step_size and warmup:
-            self.find_step_size()
+        adaptation = WindowedAdaptation(self, warmup, s)  # step size and mass matrix, as NUTS's
         if self.trajectory is None:
             self.trajectory = 8 * self.step_size
-        averaging = _DualAveraging(self.step_size)
-        adam = _Adam(math.log(self.trajectory), s.learning_rate)
-        welford, window, last_window_logs = _Welford(self.dim), 0, []
+        adam, last_window_logs = _Adam(math.log(self.trajectory), s.learning_rate), []
         for t in range(warmup):
             accept, old, new, p_new, jitter, _, _ = self.transition()
-            if s.adapt_step_size:
-                averaging.step(s.target_accept_prob - self._harmonic_mean(accept))
-                self.step_size = math.exp(averaging.x)
+            adaptation.step_size_toward(self._harmonic_mean(accept))
             gradient = self._trajectory_gradient(accept, old, new, p_new, jitter)
             if math.isfinite(gradient):
                 adam.step(gradient)
             adam.x = min(max(adam.x, math.log(self.step_size)), math.log(self.step_size * s.max_leapfrogs))
             self.trajectory = math.exp(adam.x)
-            if window == len(windows) - 1:
+            if adaptation.in_last_window:
                 last_window_logs.append(adam.x)
-            mass_phase = s.adapt_mass_matrix and 0 < window < len(windows) - 1
-            if mass_phase:
-                for row in self.z:
-                    welford.update(row)
-            if t == windows[window][1]:
-                if window == len(windows) - 1:
-                    if s.adapt_step_size:
-                        self.step_size = math.exp(averaging.x_avg)
-                    self.trajectory = math.exp(float(np.mean(last_window_logs)))
-                elif mass_phase:
-                    self.inv_mass = welford.variance()
-                    welford = _Welford(self.dim)
-                    if s.adapt_step_size:
-                        self.find_step_size()
-                        averaging = _DualAveraging(self.step_size)
-                window += 1
+            if adaptation.end_iteration(t, self.z):
+                self.trajectory = math.exp(float(np.mean(last_window_logs)))
             if progress is not None:
                 progress(1)
         warmup_leapfrogs = self.leapfrogs

@@ -128,6 +128,56 @@ class _Welford:
         return (self.n / (self.n + 5.0)) * var + 1e-3 * (5.0 / (self.n + 5.0))
 
 
+class WindowedAdaptation:
+    """Stan's (and Pyro's) warm-up for a ``sampler`` with ``step_size``, ``inv_mass`` and
+    ``find_step_size()``: the step size by dual averaging at every iteration; a diagonal mass
+    matrix from the states of the middle windows (:func:`adaptation_windows`), set at each
+    one's end, followed by a new step-size search; dual averaging's average at the end.
+    :class:`Chain` (one state) and :class:`~ppmodels.infer.chees.Chees` (a row per chain)
+    share it."""
+
+    def __init__(self, sampler, warmup: int, settings):
+        self.sampler, self.s = sampler, settings
+        self.windows = adaptation_windows(warmup) if warmup else []
+        if settings.adapt_step_size and warmup:
+            sampler.find_step_size()
+        self.averaging = _DualAveraging(sampler.step_size)
+        self.welford, self.window = _Welford(sampler.inv_mass.size), 0
+
+    @property
+    def in_last_window(self) -> bool:
+        return self.window == len(self.windows) - 1
+
+    def step_size_toward(self, accept_prob: float) -> None:
+        """One dual-averaging step on this iteration's acceptance statistic."""
+        if self.s.adapt_step_size:
+            self.averaging.step(self.s.target_accept_prob - accept_prob)
+            self.sampler.step_size = math.exp(self.averaging.x)
+
+    def end_iteration(self, t: int, states) -> bool:
+        """After warm-up iteration ``t`` with ``states`` (rows): the mass-matrix windows'
+        bookkeeping; True at the end of the last window (the warm-up's end)."""
+        s, sampler = self.s, self.sampler
+        mass_phase = s.adapt_mass_matrix and 0 < self.window < len(self.windows) - 1
+        if mass_phase:
+            for row in states:
+                self.welford.update(row)
+        finished = False
+        if t == self.windows[self.window][1]:
+            if self.in_last_window:
+                if s.adapt_step_size:
+                    sampler.step_size = math.exp(self.averaging.x_avg)
+                finished = True
+            elif mass_phase:
+                sampler.inv_mass = self.welford.variance()
+                self.welford = _Welford(sampler.inv_mass.size)
+                if s.adapt_step_size:
+                    sampler.find_step_size()
+                    self.averaging = _DualAveraging(sampler.step_size)
+            self.window += 1
+        return finished
+
+
 class _Tree:
     __slots__ = ("z_l", "p_l", "g_l", "z_r", "p_r", "g_r", "z", "u", "g", "p_sum", "log_w", "turning",
                  "diverging", "accept", "n")  # fmt: skip
@@ -293,31 +343,11 @@ class Chain:
             return self._run(num_samples, warmup, progress)
 
     def _run(self, num_samples, warmup, progress):
-        s = self.s
-        windows = adaptation_windows(warmup) if warmup else []
-        if s.adapt_step_size and warmup:
-            self.find_step_size()
-        averaging = _DualAveraging(self.step_size)
-        welford, window = _Welford(self.z.size), 0
+        adaptation = WindowedAdaptation(self, warmup, self.s)
         for t in range(warmup):
             accept, _, _ = self.transition()
-            if s.adapt_step_size:
-                averaging.step(s.target_accept_prob - accept)
-                self.step_size = math.exp(averaging.x)
-            mass_phase = s.adapt_mass_matrix and 0 < window < len(windows) - 1
-            if mass_phase:
-                welford.update(self.z)
-            if t == windows[window][1]:
-                if window == len(windows) - 1:
-                    if s.adapt_step_size:
-                        self.step_size = math.exp(averaging.x_avg)
-                elif mass_phase:
-                    self.inv_mass = welford.variance()
-                    welford = _Welford(self.z.size)
-                    if s.adapt_step_size:
-                        self.find_step_size()
-                        averaging = _DualAveraging(self.step_size)
-                window += 1
+            adaptation.step_size_toward(accept)
+            adaptation.end_iteration(t, self.z[None])
             if progress is not None:
                 progress(1)
         warmup_leapfrogs = self.leapfrogs
@@ -336,4 +366,4 @@ class Chain:
                            self.inv_mass.copy(), warmup_leapfrogs)  # fmt: skip
 
 
-__all__ = ["Chain", "ChainResult", "KernelSettings", "adaptation_windows"]
+__all__ = ["Chain", "ChainResult", "KernelSettings", "WindowedAdaptation", "adaptation_windows"]

@@ -266,7 +266,7 @@ def mcmc(
     notes = []
     if kernel in MANY_CHAIN_KERNELS:
         return _many_chains(model, args, model_kwargs, num_samples, warmup_steps, num_chains, compile, seed,
-                            progress, engine, max_plate_nesting, init_strategy, kernel_options)  # fmt: skip
+                            progress, engine, max_plate_nesting, init_strategy, processes, kernel_options)  # fmt: skip
     foreign = sorted(set(kernel_options) - OWN_OPTIONS)
     if "jitter" in kernel_options and (kernel != "hmc" or engine == "pyro" or foreign):
         other = "NUTS" if kernel != "hmc" else "Pyro's HMC"
@@ -332,9 +332,10 @@ def _result(potential, chains, start, compiled, extra_stats, notes) -> MCMCResul
 
 
 def _many_chains(model, args, model_kwargs, num_samples, warmup, num_chains, compile, seed, progress, engine,
-                 max_plate_nesting, init_strategy, options) -> MCMCResult:  # fmt: skip
+                 max_plate_nesting, init_strategy, processes, options) -> MCMCResult:  # fmt: skip
     """ChEES-HMC (:mod:`ppmodels.infer.chees`): every chain in one process, the potential
-    evaluated for all of them in one call (:class:`~ppmodels.infer.batched.BatchedPotential`)."""
+    evaluated for all of them in one call (:class:`~ppmodels.infer.batched.BatchedPotential`);
+    ``processes`` run the NUTS chains it starts from."""
     if engine != "ppmodels":
         raise ValueError(
             f"kernel='chees' is this library's kernel (Pyro has none): engine must be 'ppmodels', got {engine!r}"
@@ -360,7 +361,7 @@ def _many_chains(model, args, model_kwargs, num_samples, warmup, num_chains, com
     if potential.fallback:
         notes.append(f"compile={compile!r} was not used: {potential.fallback}; the potential ran eagerly")
     _refuse_flat_directions(potential)
-    z0, inv_mass, step_size = _start_many_chains(potential, num_chains, seed, settings.start_warmup)
+    z0, inv_mass, step_size = _start_many_chains(potential, num_chains, seed, settings.start_warmup, processes)
     batched = BatchedPotential(potential, num_chains, compile)
     if batched.note:
         notes.append(batched.note)
@@ -408,7 +409,7 @@ def _unmixed(potential, chains) -> str | None:
     )
 
 
-def _start_many_chains(potential, num_chains, seed, warmup):
+def _start_many_chains(potential, num_chains, seed, warmup, processes):
     """Where ChEES's chains start: a short NUTS run of :func:`default_chains` chains from
     Pyro's dispersed starts (each chain with its own step size and tree, so one that starts in
     a bad region walks out of it, as in ``mcmc``'s NUTS), then ChEES's chains from those
@@ -419,7 +420,7 @@ def _start_many_chains(potential, num_chains, seed, warmup):
     mass (posteriordb's ``arma11`` and ``kilpisjarvi``)."""
     scouts = min(default_chains(), num_chains)
     draws_each = math.ceil(num_chains / scouts)
-    processes = min(scouts, cores()) if _can_fork(potential, scouts) else 1
+    processes = min(scouts, processes) if _can_fork(potential, min(scouts, processes)) else 1
     inits = list(potential.initial[:scouts])
     runs = _chains(potential, KernelSettings(), inits, seed, draws_each, warmup, processes, False)
     z0 = np.stack([runs[i % scouts].draws[-1 - i // scouts] for i in range(num_chains)])
