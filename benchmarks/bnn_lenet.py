@@ -47,7 +47,7 @@ from _paired import clock, paired, rotations, since
 
 from ppmodels.data import digits
 from ppmodels.infer import fit
-from ppmodels.infer.data import TensorBatches
+from ppmodels.infer.training.data import TensorBatches
 from ppmodels.models import BayesianLeNet5, Prediction
 from ppmodels.nn import LeNet5
 from ppmodels.probability import TrainOneStepCell, bnn_layers

@@ -38,7 +38,7 @@ from _paired import clock, paired, rotations, since
 
 from ppmodels.data import digits
 from ppmodels.infer import fit, log_likelihood
-from ppmodels.infer.data import TensorBatches
+from ppmodels.infer.training.data import TensorBatches
 from ppmodels.probability import WithLossCell, dpn
 from ppmodels.probability.infer import ELBO, SVI
 

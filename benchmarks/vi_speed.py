@@ -130,7 +130,7 @@ def numpyro_fullrank(name, problem, seed, steps=10_000, lr=0.01):
 
 
 def problem_sites(problem):
-    from ppmodels.infer.problem import latent_sites
+    from ppmodels.infer.program import latent_sites
 
     return latent_sites(problem.model, problem.args)[0]
 

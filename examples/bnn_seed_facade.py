@@ -23,7 +23,7 @@ from torch import nn
 
 from ppmodels import plots
 from ppmodels.data import digits
-from ppmodels.infer.data import TensorBatches
+from ppmodels.infer.training.data import TensorBatches
 from ppmodels.probability import TrainOneStepCell, WithLossCell, bnn_layers, transforms
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from pyro.infer import config_enumerate
 
-from ppmodels.infer.potential import Potential
+from ppmodels.infer.density import Potential
 
 TRANSITION = torch.tensor([[0.8, 0.15, 0.05], [0.1, 0.7, 0.2], [0.25, 0.25, 0.5]])
 LOCS = torch.tensor([-2.0, 0.5, 3.0])
@@ -155,7 +155,7 @@ def test_what_is_not_one_chain_is_left_to_pyros_contraction(model, args, nesting
 
 
 def test_a_scan_that_disagrees_with_pyro_is_not_installed(monkeypatch):
-    import ppmodels.infer.chains as chains
+    import ppmodels.infer.density.markov_scan as chains
 
     monkeypatch.setattr(chains, "_sum_chain", lambda *plan: torch.tensor(0.0))
     potential = Potential(hmm, (Y,), compile=None, max_plate_nesting=0)

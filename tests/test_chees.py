@@ -15,9 +15,8 @@ from test_mcmc import LinearModule, _check_against_exact, _data, regression
 
 from ppmodels import posteriordb
 from ppmodels.infer import mcmc
-from ppmodels.infer.batched import BatchedPotential
-from ppmodels.infer.chees import CheesSettings, van_der_corput
-from ppmodels.infer.potential import Potential
+from ppmodels.infer.density import BatchedPotential, Potential
+from ppmodels.infer.sampling.chees import CheesSettings, van_der_corput
 
 SMALL = {"num_chains": 16, "num_samples": 150, "warmup_steps": 150}
 

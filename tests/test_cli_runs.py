@@ -413,7 +413,7 @@ def test_resume_removes_what_a_killed_write_left_behind(finished_run, tmp_path, 
 def test_metrics_never_claim_an_epoch_the_checkpoint_lacks(tmp_path, capsys, monkeypatch):
     """The checkpoint is written before metrics.json each epoch: when writing epoch 2's
     checkpoint fails (a full disk, a kill), metrics.json still says 1."""
-    from ppmodels.infer import checkpoint
+    from ppmodels.infer.training import checkpoints as checkpoint
 
     out = tmp_path / "run"
     real = checkpoint.save

@@ -194,7 +194,7 @@ def test_nuts_and_vi_against_the_mixtures_exact_posterior():
 def test_a_model_mcmc_refuses_stops_compare_before_any_guide_trains(monkeypatch):
     """MCMC runs first, so a random log density (a dropout layer in training mode) is refused
     before minutes of VI, not after them; the results keep the order asked for."""
-    from ppmodels.infer.methods import GuideMethod
+    from ppmodels.infer.comparison.guides import GuideMethod
 
     x, y = up.regression_data(n=40)
 

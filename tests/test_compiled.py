@@ -11,7 +11,7 @@ from pyro.infer.autoguide import AutoDiagonalNormal
 
 from ppmodels.data import ContextTargetBatches, digits, gp_functions
 from ppmodels.infer import NonFiniteLossError, fit
-from ppmodels.infer.compiled import CompiledStep
+from ppmodels.infer.training.compiled_step import CompiledStep
 from ppmodels.models import VAE, BayesianNetwork, NeuralProcess
 from ppmodels.nn import MLPDecoder, MLPEncoder
 

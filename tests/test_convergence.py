@@ -8,7 +8,7 @@ import torch
 from pyro.infer.autoguide import AutoNormal
 
 from ppmodels.infer import Callback, StopOnConvergence, compare, fit, laplace_guide
-from ppmodels.infer.convergence import GradientWindow, stationarity_limit
+from ppmodels.infer.training.convergence import GradientWindow, stationarity_limit
 
 
 def normal_mean(y):

@@ -384,7 +384,7 @@ def test_dataloader_and_dict_batches(data):
 def test_fit_with_trace_elbo_is_the_hand_written_estimator():
     """Same start, same batches, same random draws: fit + Pyro's Trace_ELBO and a hand-written
     loop computing log p(x|z) + log p(z) - log q(z|x) (scaled by N/B) reach the same weights."""
-    from ppmodels.infer.data import TensorBatches
+    from ppmodels.infer.training.data import TensorBatches
 
     torch.manual_seed(0)
     x = torch.rand(96, 6)
@@ -424,7 +424,7 @@ def test_fit_with_trace_elbo_is_the_hand_written_estimator():
 def test_tensor_dataloader_is_read_by_slicing_with_the_loaders_own_order(generator):
     """fit reads a DataLoader over a TensorDataset by slicing; batches, their order and the
     random stream afterwards must be exactly the loader's own."""
-    from ppmodels.infer.data import SlicedLoader, make_batches
+    from ppmodels.infer.training.data import SlicedLoader, make_batches
 
     x, y = torch.randn(50, 3), torch.arange(50)
 

@@ -327,11 +327,11 @@ def test_the_laplace_start_runs_in_float64_only_where_the_model_does(model, in_f
     in float32, decided without reading its error messages, and its guide still starts at
     the posterior's mode."""
     from ppmodels.infer import laplace_guide
-    from ppmodels.infer.laplace import _in_float64
+    from ppmodels.infer.vi.laplace import laplace_in_float64
 
     torch.manual_seed(0)
     x, y = torch.randn(30, 1), torch.randn(30) + 2.0
-    found = _in_float64(model, (x, y), init.init_to_median)
+    found = laplace_in_float64(model, (x, y), init.init_to_median)
     assert (found is not None) == in_float64
     if in_float64:
         assert found[0].dtype == torch.float64

@@ -9,10 +9,10 @@ import pytest
 import torch
 from pyro.infer import config_enumerate
 
-import ppmodels.infer.lanes as lanes
-from ppmodels.infer.lanes import MIN_LANES, batch_lanes
-from ppmodels.infer.potential import Potential
-from ppmodels.infer.recording import record
+import ppmodels.infer.graphs.loop_batching as lanes
+from ppmodels.infer.density import Potential
+from ppmodels.infer.graphs.loop_batching import MIN_LANES, batch_lanes
+from ppmodels.infer.graphs.recorder import record
 
 Y = torch.tensor([0.4, -1.1, 2.3, 0.8, -0.2, 1.7, 3.1, -2.2, 0.0, 0.9, 1.2, -0.6, 2.0, 0.3, -1.4, 0.5, 1.1, -0.9])
 
@@ -36,7 +36,7 @@ def test_the_steps_batched_are_the_same_function_with_fewer_operations():
     graph = record(steps, z0)
     batched = batch_lanes(graph)
     assert batched is not None
-    calls = [n for n in batched.graph.nodes if isinstance(n.target, lanes._Lanes)]
+    calls = [n for n in batched.graph.nodes if isinstance(n.target, lanes.Lanes)]
     assert calls  # the steps' operations are batched
     assert len(batched.graph.nodes) < len(graph.graph.nodes) / 2
     for z in (z0, torch.tensor([-1.5, 0.7]), torch.tensor([2.0, -1.0])):

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from ppmodels.infer import compare
-from ppmodels.infer.loo import pointwise, psis_loo
+from ppmodels.infer.diagnostics.loo import pointwise, psis_loo
 
 SIGMA, TAU = 1.0, 2.0
 

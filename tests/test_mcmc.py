@@ -15,9 +15,9 @@ from pyro.nn import PyroModule, PyroSample
 
 from ppmodels import posteriordb
 from ppmodels.infer import mcmc
-from ppmodels.infer.nuts import adaptation_windows
-from ppmodels.infer.potential import Potential
+from ppmodels.infer.density import Potential
 from ppmodels.infer.sampling import auto_compile
+from ppmodels.infer.sampling.adaptation import adaptation_windows
 
 
 # -- a conjugate regression: the posterior is Gaussian, in closed form --------------------------
@@ -157,7 +157,7 @@ def test_auto_compile_picks_inductor_where_its_compile_pays():
 def test_auto_compile_counts_the_processes_that_really_run(monkeypatch):
     # where the chains cannot fork (a daemon, a GPU) they run one after another in one process:
     # "auto" must price that, not the processes asked for
-    import ppmodels.infer.sampling as sampling
+    import ppmodels.infer.sampling.driver as sampling
 
     asked = []
 
@@ -166,7 +166,7 @@ def test_auto_compile_counts_the_processes_that_really_run(monkeypatch):
         return auto_compile(iterations, num_chains, processes)
 
     monkeypatch.setattr(sampling, "auto_compile", recording)
-    monkeypatch.setattr(sampling, "_can_fork", lambda potential, processes: False)
+    monkeypatch.setattr(sampling, "can_fork", lambda potential, processes: False)
     X, y = _data()
     result = mcmc(regression, X, y, num_samples=20, warmup_steps=10, num_chains=2, processes=2, seed=0)
     assert asked == [(30, 2, 1)]
@@ -176,7 +176,7 @@ def test_auto_compile_counts_the_processes_that_really_run(monkeypatch):
 def test_a_large_graph_is_announced_before_inductor_compiles_it(monkeypatch):
     # a 100-step HMM written with pyro.markov is 11,799 operations, 90 s of compiling: the
     # user hears it before the wait, with the way out (a small threshold stands in for it here)
-    import ppmodels.infer.potential as potential_module
+    import ppmodels.infer.graphs.backends as potential_module
 
     monkeypatch.setattr(potential_module, "LARGE_GRAPH", 10)
     X, y = _data()
@@ -224,12 +224,19 @@ def test_when_inductors_direct_entry_fails_torch_compile_serves_and_the_note_say
 def test_inductors_settings_follow_the_graphs_size():
     from torch.fx.experimental.proxy_tensor import make_fx
 
-    from ppmodels.infer.potential import FEW_FUSION_PAIRS_ABOVE, FUSION_PAIRS, SCALAR_KERNELS_UP_TO, _settings
+    from ppmodels.infer.graphs.backends import (
+        FEW_FUSION_PAIRS_ABOVE,
+        FUSION_PAIRS,
+        SCALAR_KERNELS_UP_TO,
+        inductor_settings,
+    )
 
     cpu = torch.device("cpu")
     # scalar loops up to SCALAR_KERNELS_UP_TO elements in a tensor, vectorized above
-    assert _settings(make_fx(lambda x: (x * 2.0).sum())(torch.ones(SCALAR_KERNELS_UP_TO)), cpu) == {"cpp.simdlen": 1}
-    assert _settings(make_fx(lambda x: (x * 2.0).sum())(torch.ones(SCALAR_KERNELS_UP_TO + 1)), cpu) == {}
+    assert inductor_settings(make_fx(lambda x: (x * 2.0).sum())(torch.ones(SCALAR_KERNELS_UP_TO)), cpu) == {
+        "cpp.simdlen": 1
+    }
+    assert inductor_settings(make_fx(lambda x: (x * 2.0).sum())(torch.ones(SCALAR_KERNELS_UP_TO + 1)), cpu) == {}
 
     # fewer fusion pairs tried above FEW_FUSION_PAIRS_ABOVE operations
     def chain(n):
@@ -242,7 +249,7 @@ def test_inductors_settings_follow_the_graphs_size():
 
     for n, pairs in [(FEW_FUSION_PAIRS_ABOVE - 10, None), (FEW_FUSION_PAIRS_ABOVE, FUSION_PAIRS)]:
         graph = make_fx(chain(n))(torch.ones(3))
-        settings = _settings(graph, cpu)
+        settings = inductor_settings(graph, cpu)
         assert settings.get("max_fusion_buffer_group_pairwise_attempts") == pairs, len(graph.graph.nodes)
 
 
@@ -251,9 +258,9 @@ def test_small_accumulating_index_puts_are_dense_sums_and_exact():
     with ``index_put``; inductor (torch 2.13, CPU) compiled many of them in one graph to wrong
     gradients (the 30-step HMM's), so small ones are written as a one-hot product and a sum:
     the same values and gradients, repeated and negative indices included."""
-    from ppmodels.infer.potential import SMALL_MATMUL, _inductor_decompositions
+    from ppmodels.infer.graphs.decompositions import SMALL_MATMUL, inductor_decompositions
 
-    put = _inductor_decompositions()[torch.ops.aten.index_put.default]
+    put = inductor_decompositions()[torch.ops.aten.index_put.default]
     index = torch.tensor([[2, 0], [-1, 2]])  # repeated, and -1 for the last row
     cases = [(torch.randn(3, dtype=torch.float64), torch.randn(2, 2, dtype=torch.float64)),
              (torch.randn(3, 4, dtype=torch.float64), torch.randn(2, 2, 4, dtype=torch.float64)),
@@ -282,9 +289,9 @@ def test_small_cumulative_sums_and_products_are_fused_and_exact():
     products (one kernel), with the same values and gradients, zeros and negatives included."""
     from torch.fx.experimental.proxy_tensor import make_fx
 
-    from ppmodels.infer.potential import SMALL_MATMUL, _inductor_decompositions
+    from ppmodels.infer.graphs.decompositions import SMALL_MATMUL, inductor_decompositions
 
-    decompositions = _inductor_decompositions()
+    decompositions = inductor_decompositions()
     x = torch.tensor([[0.5, -1.5, 0.0, 2.0], [1.25, 3.0, -0.5, 0.75], [0.0, 0.0, 1.0, -2.0]], dtype=torch.float64)
 
     def scanned(scan, dim):
@@ -318,7 +325,7 @@ def test_small_cumulative_sums_and_products_are_fused_and_exact():
 def test_a_computation_repeated_in_the_model_is_compiled_once(monkeypatch):
     """Each Normal built from ``scale.exp()`` takes its log again, and its gradient repeats that
     too: the compiled graph holds each computation once, and computes the same potential."""
-    import ppmodels.infer.potential as potential_module
+    import ppmodels.infer.density.potential as potential_module
 
     def repeated(y):
         scale = pyro.sample("scale", dist.Normal(0.0, 1.0))
@@ -330,7 +337,7 @@ def test_a_computation_repeated_in_the_model_is_compiled_once(monkeypatch):
     assert compiled.mode == "inductor" and compiled.fallback is None
     z = np.array([0.7])
     assert compiled(z)[0] == pytest.approx(float(compiled.eager(torch.tensor(z, dtype=torch.float32))[0]), rel=1e-6)
-    monkeypatch.setattr(potential_module, "_without_repeats", lambda graph: graph)
+    monkeypatch.setattr(potential_module, "without_repeats", lambda graph: graph)
     assert compiled.nodes < Potential(repeated, (y,), compile="inductor").nodes
 
 
@@ -469,17 +476,17 @@ def test_the_hook_names_each_autograd_function_applied_on_this_torch():
     hook must see the model's Function on either (on 2.14 it had seen only ``"?"``, and every
     model's potential lost its two-stage trace), and the Function must still run and
     differentiate as its own backward says."""
-    from ppmodels.infer.potential import _custom_backwards
+    from ppmodels.infer.graphs.tracing import watch_custom_backwards
 
     x = torch.tensor(0.25, requires_grad=True)
-    with _custom_backwards() as seen:
+    with watch_custom_backwards() as seen:
         y = DampedLog.apply(x)
         z = torch.exp(x)  # an operation, not a Function
     (grad,) = torch.autograd.grad(y + z, x)
     assert seen == ["DampedLog"]
     assert float(grad) == pytest.approx(1 / 0.5 + math.exp(0.25))
     assert DampedLog.apply(torch.tensor(2.0)) == pytest.approx(math.log(2.0))  # apply restored after the block
-    with _custom_backwards() as after:
+    with watch_custom_backwards() as after:
         pass
     assert after == []
 
@@ -487,15 +494,15 @@ def test_the_hook_names_each_autograd_function_applied_on_this_torch():
 def test_the_hook_says_when_it_cannot_watch_this_torch(monkeypatch):
     """Where ``Function.apply`` is not a descriptor the hook can bind (a future torch), every
     potential takes the one-stage path: correct, slower to compile, and said once."""
-    import ppmodels.infer.potential as potential_module
+    import ppmodels.infer.graphs.tracing as potential_module
 
     monkeypatch.setattr(potential_module, "_WARNED_UNWATCHED", False)
     monkeypatch.setattr(torch.autograd.Function, "apply", 42)
     with pytest.warns(RuntimeWarning, match="cannot watch torch .* one stage"):
-        with potential_module._custom_backwards() as seen:
+        with potential_module.watch_custom_backwards() as seen:
             pass
     assert seen == ["?"]
-    with potential_module._custom_backwards() as again:  # said once a process
+    with potential_module.watch_custom_backwards() as again:  # said once a process
         pass
     assert again == ["?"]
 
@@ -504,14 +511,15 @@ def test_a_repeated_factor_is_differentiated_once():
     """An enumerated HMM's transition factor is the same at each step: traced in two stages, its
     gradients are summed first, so the graph grows by a few operations a step, not by a
     backward per step (the benchmark's 100-step HMM: 4,130 operations against 6,268)."""
-    from ppmodels.infer.potential import _without_repeats
+    from ppmodels.infer.graphs.rewrites import without_repeats
+    from ppmodels.infer.graphs.tracing import trace
 
     from test_chains import Y, learned_hmm
 
     potential = Potential(learned_hmm, (torch.cat([Y, Y, Y, Y]),), compile=None, max_plate_nesting=0)
-    z0 = potential._tensor(potential.initial[0])
-    two = _without_repeats(potential._traced_in_two_stages(z0, None))
-    one = _without_repeats(potential._traced(lambda z: potential._value_and_grad(z), z0.detach().requires_grad_(True)))
+    z0 = potential.as_tensor(potential.initial[0])
+    two = without_repeats(potential._traced_in_two_stages(z0, None))
+    one = without_repeats(trace(lambda z: potential.value_and_grad(z), z0.detach().requires_grad_(True)))
     assert len(two.graph.nodes) < 0.8 * len(one.graph.nodes), (len(two.graph.nodes), len(one.graph.nodes))
     value, grad = two(z0.detach().requires_grad_(True))
     value_e, grad_e = potential.eager(z0)
@@ -728,7 +736,8 @@ def test_an_out_of_place_variant_is_decomposed_as_inductor_expects_or_left_to_th
     stays, for functionalize's trace of the whole graph."""
     from torch.fx.experimental.proxy_tensor import make_fx
 
-    from ppmodels.infer.potential import _inductor_decompositions, _rewrite_in_place_on_unread_tensors
+    from ppmodels.infer.graphs.decompositions import inductor_decompositions
+    from ppmodels.infer.graphs.rewrites import rewrite_in_place_on_unread_tensors
 
     def targets(graph):
         return [str(n.target) for n in graph.graph.nodes if n.op == "call_function"]
@@ -737,9 +746,9 @@ def test_an_out_of_place_variant_is_decomposed_as_inductor_expects_or_left_to_th
         return (x * 2.0).clamp_(0.0, 1.0) + 1.0
 
     x = torch.tensor([-0.5, 0.3, 0.9])
-    decompositions = _inductor_decompositions()
+    decompositions = inductor_decompositions()
     graph = make_fx(clamped)(x)
-    assert _rewrite_in_place_on_unread_tensors(graph, decompositions) is False
+    assert rewrite_in_place_on_unread_tensors(graph, decompositions) is False
     assert "aten.clamp_min.default" in targets(graph) and "aten.clamp.default" not in targets(graph)
     assert torch.equal(graph(x), clamped(x))
 
@@ -747,7 +756,7 @@ def test_an_out_of_place_variant_is_decomposed_as_inductor_expects_or_left_to_th
         raise RuntimeError("needs the values")
 
     graph = make_fx(clamped)(x)
-    assert _rewrite_in_place_on_unread_tensors(graph, {**decompositions, torch.ops.aten.clamp.default: refuses})
+    assert rewrite_in_place_on_unread_tensors(graph, {**decompositions, torch.ops.aten.clamp.default: refuses})
     assert "aten.clamp_.default" in targets(graph) and torch.equal(graph(x), clamped(x))
 
 
@@ -768,7 +777,7 @@ def test_in_place_operations_that_cannot_be_rewritten_leave_the_potential_eager(
 def test_an_in_place_operation_on_a_tensor_nothing_else_reads_becomes_out_of_place():
     from torch.fx.experimental.proxy_tensor import make_fx
 
-    from ppmodels.infer.potential import _rewrite_in_place_on_unread_tensors
+    from ppmodels.infer.graphs.rewrites import rewrite_in_place_on_unread_tensors
 
     def mutated(graph):
         return [str(n.target) for n in graph.graph.nodes if n.op == "call_function" and n.target._schema.is_mutable]
@@ -778,7 +787,7 @@ def test_an_in_place_operation_on_a_tensor_nothing_else_reads_becomes_out_of_pla
     mask = make_fx(lambda x: (x >= 0).logical_and_(x <= 1).float() * x)(x)
     expected = mask(x)
     assert mutated(mask) == ["aten.logical_and_.default"]
-    assert _rewrite_in_place_on_unread_tensors(mask) is False
+    assert rewrite_in_place_on_unread_tensors(mask) is False
     assert mutated(mask) == [] and torch.equal(mask(x), expected)
 
     def read_after(x):
@@ -788,7 +797,7 @@ def test_an_in_place_operation_on_a_tensor_nothing_else_reads_becomes_out_of_pla
         return y * total
 
     rewritten = make_fx(read_after)(x)
-    assert _rewrite_in_place_on_unread_tensors(rewritten) is False
+    assert rewrite_in_place_on_unread_tensors(rewritten) is False
     assert mutated(rewritten) == [] and torch.equal(rewritten(x), read_after(x))
 
     def through_a_view(x):
@@ -798,7 +807,7 @@ def test_an_in_place_operation_on_a_tensor_nothing_else_reads_becomes_out_of_pla
         return head * 1.0  # the view sees the change: the rewrite would be wrong
 
     kept = make_fx(through_a_view)(x)
-    assert _rewrite_in_place_on_unread_tensors(kept) is True
+    assert rewrite_in_place_on_unread_tensors(kept) is True
     assert mutated(kept) == ["aten.add_.Tensor"] and torch.equal(kept(x), through_a_view(x))
 
 

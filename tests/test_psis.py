@@ -8,7 +8,7 @@ import torch
 from pyro.infer.autoguide import AutoNormal
 
 from ppmodels.infer import fit
-from ppmodels.infer.psis import pareto_smooth, psis
+from ppmodels.infer.diagnostics import pareto_smooth, psis
 
 
 def normal_mean(y):

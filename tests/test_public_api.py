@@ -8,6 +8,14 @@ PACKAGES = [
     "ppmodels.nn",
     "ppmodels.models",
     "ppmodels.infer",
+    "ppmodels.infer.comparison",
+    "ppmodels.infer.density",
+    "ppmodels.infer.diagnostics",
+    "ppmodels.infer.graphs",
+    "ppmodels.infer.program",
+    "ppmodels.infer.sampling",
+    "ppmodels.infer.training",
+    "ppmodels.infer.vi",
     "ppmodels.plots",
     "ppmodels.toolbox",
     "ppmodels.probability",
@@ -43,7 +51,7 @@ def test_only_the_trained_parameters_unit_reads_pyros_parameter_store():
 def test_fit_options_are_one_frozen_value_that_checks_the_rules_between_options():
     import dataclasses
 
-    from ppmodels.infer.options import FitOptions
+    from ppmodels.infer.training.options import FitOptions
 
     options = FitOptions(epochs=3, compile="graph")
     with pytest.raises(dataclasses.FrozenInstanceError):

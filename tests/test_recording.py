@@ -9,8 +9,8 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from ppmodels.infer.potential import Potential
-from ppmodels.infer.recording import NotRecordable, record
+from ppmodels.infer.density import Potential
+from ppmodels.infer.graphs.recorder import NotRecordable, record
 
 
 def at(graph, z):

@@ -11,7 +11,7 @@ import torch
 from pyro import poutine
 
 from ppmodels.infer import DrawsMethod, sbc
-from ppmodels.infer.calibration import ecdf_band
+from ppmodels.infer.comparison.sbc_ranks import ecdf_band
 
 
 def two_means(y):
@@ -110,7 +110,7 @@ def test_a_users_guide_is_trained_afresh_for_each_simulation():
 
 
 def test_an_interrupted_run_resumes_and_other_settings_are_refused(tmp_path, monkeypatch):
-    import ppmodels.infer.calibration as module
+    import ppmodels.infer.comparison.sbc_runs as module
 
     full = sbc(two_means, (Y,), EXACT, num_simulations=12)
     real, calls = module._run_one, []

@@ -8,7 +8,7 @@ from torch.nn import functional as F
 
 from ppmodels.data import digits
 from ppmodels.infer import fit
-from ppmodels.infer.data import TensorBatches
+from ppmodels.infer.training.data import TensorBatches
 from ppmodels.models import VAE
 from ppmodels.nn import MLPDecoder, MLPEncoder
 from ppmodels.probability.toolbox import UncertaintyEvaluation, VAEAnomalyDetection

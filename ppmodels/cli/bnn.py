@@ -62,12 +62,10 @@ def _ood_inputs(x, seed):
 def _pretrain(net, train, args, device):
     import torch
 
-    from .. import infer
+    from ..infer.training.data import make_batches
 
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    batches = infer.data.make_batches(
-        train, args.batch_size, shuffle=True, generator=torch.Generator().manual_seed(args.seed)
-    )
+    batches = make_batches(train, args.batch_size, shuffle=True, generator=torch.Generator().manual_seed(args.seed))
     for _ in range(args.pretrain_epochs):
         for xb, yb in batches:
             opt.zero_grad()

@@ -282,7 +282,7 @@ def run_small_problem(args, explicit):
     import torch
 
     from .. import infer, plots
-    from ..infer.problem import mean_functions
+    from ..infer.comparison.problem import mean_functions
 
     problem_fn, data_fn = problems()[args.problem]
     problem = problem_fn()

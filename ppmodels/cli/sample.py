@@ -29,6 +29,7 @@ def add_parser(sub, explicit):
 
 def run(args, explicit):
     from .. import infer
+    from ..infer.training.checkpoints import metadata as checkpoint_metadata
 
     run_dir = Path(args.run_dir)
     path = run_dir / "model.pt"
@@ -39,7 +40,7 @@ def run(args, explicit):
         )
     try:
         pair = infer.load(path)
-        meta = infer.checkpoint.metadata(path)
+        meta = checkpoint_metadata(path)
     except ValueError as exc:
         raise CommandError(str(exc)) from None
     out = Path(args.out or run_dir / f"samples-{args.seed}.png")

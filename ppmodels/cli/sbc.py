@@ -48,7 +48,7 @@ def add_parser(sub, explicit):
 
 def run_sbc(args, explicit):
     from .. import infer, plots, posteriordb
-    from ..infer.calibration import sbc
+    from ..infer import sbc
     from .compare import problems
 
     if args.method not in (*infer.GUIDES, *infer.KERNELS):

@@ -217,7 +217,7 @@ def sbc_ranks(result, max_parameters=8, title=None):
     narrow; a hump: too wide; a slope: biased."""
     from scipy.stats import binom
 
-    from ..infer.calibration import ecdf_band
+    from ..infer.comparison.sbc_ranks import ecdf_band
 
     names = list(result.ranks)[:max_parameters]
     n, values = result.num_simulations, result.num_draws + 1

@@ -184,7 +184,7 @@ def load(name: str, path=None) -> PosteriorProblem:
 
 def _check_parameters(problem):
     """The port's latent sites must give exactly the reference's parameters."""
-    from ..infer.problem import latent_sites
+    from ..infer.program.sites import latent_sites
 
     sites = latent_sites(problem.model, problem.args)[0]
     given = set(problem.stan_draws({s: torch.ones(1, *shape) for s, shape in sites.items()}))

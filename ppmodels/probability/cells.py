@@ -6,7 +6,7 @@ import pyro.optim
 import torch
 from torch import nn
 
-from ..infer.optim import prefer_fused_adam
+from ..infer.training.optimizers import prefer_fused_adam
 from ._checks import check_cell
 
 
@@ -65,7 +65,7 @@ class TrainOneStepCell(nn.Module):
         prefer_fused_adam(optimizer)  # MindSpore's Adam is one fused kernel; torch's default is not
         self.optimizer = optimizer
         if compile is not None:
-            from ..infer.compiled import COMPILE_MODES
+            from ..infer.graphs.backends import COMPILE_MODES
 
             if compile not in COMPILE_MODES:
                 raise ValueError(f"`compile` must be one of {list(COMPILE_MODES)} or None, but got {compile!r}")
@@ -97,7 +97,7 @@ class TrainOneStepCell(nn.Module):
         return loss.detach()
 
     def _compiled_step(self):
-        from ..infer.compiled import CompiledStep
+        from ..infer.training.compiled_step import CompiledStep
 
         trained = [(f"param{i}", p) for i, p in enumerate(q for g in self.optimizer.param_groups for q in g["params"])]
 

@@ -26,7 +26,7 @@ from pyro import poutine
 from torch import nn
 from torch.nn import functional as F
 
-from ...infer.elbo import get_elbo
+from ...infer.training.estimators import get_elbo
 from ...models._plate import DataSizeMixin
 from ...models.bnn import _expand
 from .._checks import check_cell, check_positive_int

@@ -13,8 +13,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from ... import infer as _infer
-from ...infer.data import Batches
-from ...infer.optim import prefer_fused_adam
+from ...infer.training.data import Batches
+from ...infer.training.optimizers import prefer_fused_adam
 from .._checks import check_positive_int
 from ..cells import WithLossCell
 from ..dpn import VAE

@@ -24,7 +24,7 @@ from torch import nn
 from ... import infer as _infer
 from ... import models as _models
 from ... import toolbox as _toolbox
-from ...infer.data import Batches
+from ...infer.training.data import Batches
 from .._checks import check_positive_int
 from ..cells import WithLossCell
 from ..dpn import VAE
