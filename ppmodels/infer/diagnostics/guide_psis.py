@@ -140,8 +140,8 @@ def psis(model, guide, *args, num_samples: int = 1000, chunk: int = 1000, **kwar
             f"site; it samples {sorted(sampled)})"
         )
     # the results are allocated once at full size and filled chunk by chunk: small tensors kept
-    # from every chunk, between its large freed temporaries, fragment the heap (measured: 1 GB
-    # more resident memory for 400,000 draws; benchmarks/psis_memory.py)
+    # from every chunk, between its large freed temporaries, fragment the heap
+    # (benchmarks/psis_memory.py measures the resident memory)
     raw, draws = None, {}
     done, size = 0, chunk
     with torch.no_grad():

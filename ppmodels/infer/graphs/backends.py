@@ -120,7 +120,7 @@ def inductor(graph, z0) -> tuple:
             public(z0)
             return public, (
                 f"inductor's direct entry failed ({direct}); torch.compile runs the potential instead, whose "
-                "guards cost about 100-200 us more a call"
+                "guards add to every call"
             )
         except Exception as error:  # noqa: BLE001 (no C++ compiler, an unsupported op, ...)
             raise GraphUnsupported(f"inductor could not compile the potential ({describe_failure(error)})") from error
