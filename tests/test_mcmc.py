@@ -16,6 +16,7 @@ from pyro.nn import PyroModule, PyroSample
 from ppmodels import posteriordb
 from ppmodels.infer import mcmc
 from ppmodels.infer.density import Potential
+from ppmodels.infer.errors import EagerFallbackWarning
 from ppmodels.infer.sampling import auto_compile
 from ppmodels.infer.sampling.adaptation import adaptation_windows
 
@@ -628,7 +629,8 @@ def branching(y):
 
 def test_a_model_that_cannot_be_traced_runs_eagerly_and_says_why():
     y = torch.tensor([0.5, 1.5])
-    result = mcmc(branching, y, num_samples=30, warmup_steps=20, num_chains=1, seed=0)
+    with pytest.warns(EagerFallbackWarning, match=r"compile='graph': the log density runs eagerly.*torch \d"):
+        result = mcmc(branching, y, num_samples=30, warmup_steps=20, num_chains=1, seed=0)
     assert result.compile["mode"] is None
     assert "data-dependent" in result.compile["fallback"] or "differs" in result.compile["fallback"]
     assert any("ran eagerly" in note for note in result.notes)
@@ -766,7 +768,8 @@ def test_in_place_operations_that_cannot_be_rewritten_leave_the_potential_eager(
 
     monkeypatch.setattr(torch.func, "functionalize", refuses)
     y = torch.tensor([0.7, 1.9])
-    potential = Potential(writes_through_a_view, (y,), compile="inductor")
+    with pytest.warns(EagerFallbackWarning, match="in-place operations could not be rewritten"):
+        potential = Potential(writes_through_a_view, (y,), compile="inductor")
     assert potential.mode is None
     assert potential.fallback.startswith("the potential's in-place operations could not be rewritten for inductor")
     assert "NotImplementedError: functionalize: an operation without a functional variant" in potential.fallback

@@ -39,7 +39,7 @@ from .diagnostics import (
     psis_loo,
     psis_per_datum,
 )
-from .errors import ImproperPosteriorError, NonFiniteLossError
+from .errors import EagerFallbackWarning, ImproperPosteriorError, NonFiniteLossError
 from .sampling import MCMCResult, mcmc
 from .training import (
     ELBO_NAMES,
@@ -71,6 +71,7 @@ __all__ = [
     "DrawsMethod",
     "ELBO_NAMES",
     "ESTIMATORS",
+    "EagerFallbackWarning",
     "EarlyStopping",
     "ElboComparison",
     "EnumELBO",

@@ -1,5 +1,5 @@
-"""The errors training raises that a user may catch by type (kept apart so that the engine
-and its callbacks both import them without importing each other)."""
+"""The errors and warnings a user may catch or filter by type (kept apart so that every part
+of :mod:`ppmodels.infer` imports them without importing another)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,15 @@ class NonFiniteLossError(FloatingPointError):
         self.epoch, self.step = epoch, step
 
 
+class EagerFallbackWarning(UserWarning):
+    """A compiled path (the compiled log density, the compiled training step) could not be
+    traced, compiled or run and runs eagerly instead, with the same answers; the message names
+    the cause and the torch version."""
+
+
 class ImproperPosteriorError(ValueError):
     """The model's density does not depend on some latent elements and their prior is flat
     or masked out: the posterior is improper along them (``mcmc`` and ``compare`` refuse it)."""
 
 
-__all__ = ["ImproperPosteriorError", "NonFiniteLossError"]
+__all__ = ["EagerFallbackWarning", "ImproperPosteriorError", "NonFiniteLossError"]

@@ -26,7 +26,7 @@ from ..graphs.backends import inductor, mode_for_size, torchscript
 from ..graphs.decompositions import inductor_decompositions
 from ..graphs.recorder import record
 from ..graphs.rewrites import functional, without_repeats
-from ..graphs.tracing import describe_failure, trace
+from ..graphs.tracing import describe_failure, detach_constants, trace
 from .potential import TOLERANCE, Potential
 
 
@@ -52,22 +52,26 @@ class BatchedPotential:
             try:
                 self._graph, self.mode = self._compiled(mode)
             except Exception as error:  # noqa: BLE001 (no batched graph: each chain on its own, and the note says why)
-                cause = describe_failure(error)
+                cause = f"{describe_failure(error)}; torch {torch.__version__}"
                 self.note = f"the potential could not be mapped over chains ({cause}): each chain is evaluated alone"
         self.compile_seconds = time.perf_counter() - start
 
     def __call__(self, z: np.ndarray) -> tuple:
         if self._graph is not None:
             try:
-                value, grad = self._graph(self.single.as_tensor(z))
+                value, grad = self._run(self._graph, z)
             except torch.linalg.LinAlgError:  # one chain outside the domain: find which, one by one
                 return self._one_by_one(z)
-            value, grad = value.to("cpu", torch.float64).numpy(), grad.to("cpu", torch.float64).numpy()
             outside = np.isnan(value)  # mapped over chains, a failed Cholesky leaves NaN, not an error
             if outside.any():
                 value[outside], grad[outside] = math.inf, math.nan
             return value, grad
         return self._one_by_one(z)
+
+    def _run(self, graph, z):
+        """The batched graph's ``(U, grad)`` at the rows of ``z``, as every call takes it."""
+        value, grad = graph(self.single.as_tensor(z))
+        return value.to("cpu", torch.float64).numpy(), grad.to("cpu", torch.float64).numpy()
 
     def _one_by_one(self, z):
         values, grads = np.empty(len(z)), np.empty(z.shape)
@@ -97,6 +101,7 @@ class BatchedPotential:
                 graph = record(torch.vmap(plain), z, decompositions)
         if mode == "inductor":
             graph = without_repeats(functional(graph, z, decompositions))
+        graph = detach_constants(graph)
         mode, self.note = mode_for_size(mode, len(graph.graph.nodes))
         if mode == "inductor":
             graph, _ = inductor(graph, z)
@@ -118,9 +123,7 @@ class BatchedPotential:
         generator = np.random.default_rng(1)
         for scale in (0.0, 0.5):
             z = self._points() + scale * generator.standard_normal((self.chains, self.dim))
-            with torch.no_grad():
-                value, grad = graph(self.single.as_tensor(z))
-            value, grad = value.to("cpu", torch.float64).numpy(), grad.to("cpu", torch.float64).numpy()
+            value, grad = self._run(graph, z)  # as every call runs it
             for i in range(self.chains):
                 u, g = self.single(z[i])
                 if not (math.isfinite(u) and np.isfinite(g).all()):

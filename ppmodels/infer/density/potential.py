@@ -30,10 +30,18 @@ import torch
 from pyro.infer.mcmc.util import initialize_model
 
 from ..._validate import check_choice
+from ..errors import EagerFallbackWarning
 from ..graphs.backends import COMPILE_MODES, inductor, mode_for_size, torchscript
 from ..graphs.decompositions import inductor_decompositions
 from ..graphs.rewrites import functional, with_loops_batched, without_repeats
-from ..graphs.tracing import GraphUnsupported, record_or_trace, trace, watch_custom_backwards
+from ..graphs.tracing import (
+    GraphUnsupported,
+    describe_failure,
+    detach_constants,
+    record_or_trace,
+    trace,
+    watch_custom_backwards,
+)
 from ..initialization import init_to_uniform
 from ..program.sites import plate_nesting
 from .markov_scan import install as install_chain
@@ -106,8 +114,11 @@ class Potential:
             self.compile(compile)
 
     def compile(self, mode: str) -> Potential:
-        """Trace and compile the potential with ``mode`` (``"inductor"`` or ``"graph"``), once;
-        on failure it stays eager and :attr:`fallback` says why. Returns ``self``."""
+        """Trace and compile the potential with ``mode`` (``"inductor"`` or ``"graph"``), once.
+        Whatever fails while it is traced, compiled or first run (a model a graph cannot hold,
+        a compiler error, a torch whose internals moved), it stays eager, :attr:`fallback`
+        says why and an :class:`~ppmodels.infer.errors.EagerFallbackWarning` says so once.
+        Returns ``self``."""
         check_choice(mode, "compile", list(COMPILE_MODES))
         if self._graph is not None or self.fallback is not None:
             raise RuntimeError(f"this potential is already compiled (mode {self.mode!r}, fallback {self.fallback!r})")
@@ -116,8 +127,14 @@ class Potential:
         t0 = time.perf_counter()
         try:
             self._graph, self.mode = self._compiled(mode)
-        except GraphUnsupported as error:
-            self.fallback = str(error)
+        except Exception as error:  # noqa: BLE001 (the contract: any failure to trace, compile or run it is eager)
+            self.fallback = str(error) if isinstance(error, GraphUnsupported) else describe_failure(error)
+            warnings.warn(
+                f"compile={mode!r}: the log density runs eagerly, with the same answers, more slowly: "
+                f"{self.fallback} (torch {torch.__version__})",
+                EagerFallbackWarning,
+                stacklevel=2,
+            )
         self.compile_seconds = time.perf_counter() - t0
         return self
 
@@ -150,15 +167,19 @@ class Potential:
             if self._graph is None:
                 value, grad = self.eager(self.as_tensor(z))
                 return float(value), grad.to("cpu", torch.float64).numpy()
-            # the compiled graph records no autograd history (its input does not require grad)
-            t = torch.from_numpy(z.astype(self._np_dtype))
-            if self._on_cpu:
-                value, grad = self._graph(t)
-                return float(value), grad.numpy().astype(np.float64)
-            value, grad = self._graph(t.to(self.device))
-            return float(value), grad.cpu().numpy().astype(np.float64)
+            return self._run(self._graph, z)
         except torch.linalg.LinAlgError:
             return math.inf, np.full(self.dim, np.nan)
+
+    def _run(self, graph, z: np.ndarray) -> tuple:
+        """A compiled graph's ``(U, grad)`` at ``z``, as every call takes it: no autograd
+        history (the graph's input does not require grad and its constants are detached)."""
+        t = torch.from_numpy(z.astype(self._np_dtype))
+        if self._on_cpu:
+            value, grad = graph(t)
+            return float(value), grad.numpy().astype(np.float64)
+        value, grad = graph(t.to(self.device))
+        return float(value), grad.cpu().numpy().astype(np.float64)
 
     # -- compiling -----------------------------------------------------------------------------
     def _compiled(self, mode):
@@ -170,6 +191,7 @@ class Potential:
             graph = trace(lambda z: self.value_and_grad(z), z0.detach().requires_grad_(True), decompositions)
         if mode == "inductor":
             graph = without_repeats(functional(graph, z0, decompositions))
+        graph = detach_constants(graph)
         self.traced_graph = graph
         self.nodes = len(graph.graph.nodes)
         mode, self.note = mode_for_size(mode, self.nodes)
@@ -222,11 +244,11 @@ class Potential:
                 continue
             if not (torch.isfinite(value) and torch.isfinite(grad).all()):
                 continue
-            with torch.no_grad():
-                value_c, grad_c = graph(z)
-            scale_v = TOLERANCE * (1 + value.abs())
-            scale_g = TOLERANCE * (1 + grad.abs().max())
-            if (value_c - value).abs() > scale_v or (grad_c - grad).abs().max() > scale_g:
+            value_c, grad_c = self._run(graph, z.detach().cpu().numpy())  # as every call runs it
+            value, grad = float(value), grad.to("cpu", torch.float64).numpy()
+            scale_v = TOLERANCE * (1 + abs(value))
+            scale_g = TOLERANCE * (1 + np.abs(grad).max())
+            if abs(value_c - value) > scale_v or np.abs(grad_c - grad).max() > scale_g:
                 raise GraphUnsupported(
                     f"the compiled potential differs from Pyro's at a test point (value {float(value_c):.6g} against "
                     f"{float(value):.6g}, or in its gradient): the model's Python control flow depends on the "

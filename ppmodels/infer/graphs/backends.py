@@ -88,14 +88,13 @@ def inductor(graph, z0) -> tuple:
     guards and wrappers at every call). If that entry, internal to torch, is missing or fails,
     ``torch.compile`` compiles it and ``note`` says so; :class:`GraphUnsupported` where neither
     can."""
-    import torch._inductor.config as inductor_config
-
-    try:
-        settings = inductor_config.patch(inductor_settings(graph, z0.device))
-    except (AttributeError, KeyError):  # a torch whose inductor lacks one of them: its defaults
-        settings = contextlib.nullcontext()
     # torch's own deprecation notices while it compiles are not the user's warnings
-    with torch.no_grad(), _compile_threads(z0.device), settings, warnings.catch_warnings():
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.no_grad())
+        stack.enter_context(_compile_threads(z0.device))
+        for key, value in inductor_settings(graph, z0.device).items():
+            _enter_setting(stack, key, value)
+        stack.enter_context(warnings.catch_warnings())
         warnings.simplefilter("ignore")
         try:
             from torch._inductor.compile_fx import compile_fx_inner
@@ -142,6 +141,19 @@ def inductor_settings(graph, device) -> dict:
     return settings
 
 
+def _enter_setting(stack: contextlib.ExitStack, key: str, value) -> bool:
+    """Enter inductor's setting ``key = value`` on ``stack``; where this torch's inductor has
+    no such setting (its config checks the names when the patch is entered), leave its default.
+    Returns whether the setting took."""
+    import torch._inductor.config as inductor_config
+
+    try:
+        stack.enter_context(inductor_config.patch({key: value}))
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return False
+    return True
+
+
 def _largest_tensor(graph) -> int:
     largest = 0
     for node in graph.graph.nodes:
@@ -161,10 +173,9 @@ def _compile_threads(device):
     if device.type != "cpu":
         yield
         return
-    import torch._inductor.config as inductor_config
-
     threads = max(1, min(4, os.cpu_count() or 1))
-    with inductor_config.patch(compile_threads=threads):
+    with contextlib.ExitStack() as stack:
+        _enter_setting(stack, "compile_threads", threads)
         try:
             yield
         finally:

@@ -220,7 +220,7 @@ def value_key(value):
 
 
 def _composite(func) -> bool:
-    return torch._C._dispatch_has_kernel_for_dispatch_key(func.name(), "CompositeImplicitAutograd")
+    return func.has_kernel_for_dispatch_key("CompositeImplicitAutograd")
 
 
 def _content(tensor):

@@ -119,7 +119,34 @@ def record_or_trace(f, z: torch.Tensor, decompositions=None, fold: bool = True) 
         return trace(f, z, decompositions)
 
 
+def detach_constants(graph: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """``graph`` with every tensor it holds (a model's module parameters, baked in as
+    constants: ``make_fx`` keeps them as parameters that require grad) detached, in place: a
+    graph of a log density or a loss differentiates with respect to its inputs alone, and an
+    output that required grad would carry autograd history through every call. Returns it."""
+    for name, value in list(graph.named_parameters(recurse=False)):
+        del graph._parameters[name]
+        graph.register_buffer(name, value.detach())
+    for name, value in list(vars(graph).items()):
+        if isinstance(value, torch.Tensor) and value.requires_grad:
+            setattr(graph, name, value.detach())
+    return graph
+
+
+class _Probe(torch.autograd.Function):
+    """A Function applied once a process to prove the hook sees a Function's ``apply``."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
 _WARNED_UNWATCHED = False
+_HOOK_SEES = None  # whether the hook saw the probe on this torch (probed once a process)
 
 
 @contextlib.contextmanager
@@ -127,23 +154,15 @@ def watch_custom_backwards():
     """A list that names each ``torch.autograd.Function`` applied inside the block. ``apply``
     is a Python ``classmethod`` up to torch 2.13 and a C one from 2.14; both are wrapped by
     binding them to the class. Where torch's ``Function.apply`` is not where this expects it,
-    the list says so at once (``"?"``), the caller takes the path that keeps every backward,
-    and a warning says so, once a process: the next such change in torch is not silent."""
-    global _WARNED_UNWATCHED
+    or the wrapper is not called when a Function is applied (the probe, once a process), the
+    list says so at once (``"?"``), the caller takes the path that keeps every backward, and a
+    warning says so, once a process: the next such change in torch is not silent."""
+    global _HOOK_SEES
     seen = []
     function = torch.autograd.Function
     original = function.__dict__.get("apply")
     if not hasattr(original, "__get__") or not callable(original.__get__(None, function)):
-        if not _WARNED_UNWATCHED:
-            _WARNED_UNWATCHED = True
-            warnings.warn(
-                f"ppmodels cannot watch torch {torch.__version__}'s autograd.Function.apply: each potential is "
-                "traced with its gradient in one stage, which is correct but slower to compile where a factor "
-                "repeats (an HMM's steps: minutes, not seconds). Please report it with your torch version",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-        seen.append("?")
+        _unwatched(seen)
         yield seen
         return
 
@@ -153,14 +172,36 @@ def watch_custom_backwards():
 
     function.apply = classmethod(apply)
     try:
+        if _HOOK_SEES is None:
+            with torch.no_grad():
+                _Probe.apply(torch.zeros(1))
+            _HOOK_SEES = seen == ["_Probe"]
+            seen.clear()
+        if not _HOOK_SEES:
+            _unwatched(seen)
         yield seen
     finally:
         function.apply = original
 
 
+def _unwatched(seen):
+    global _WARNED_UNWATCHED
+    if not _WARNED_UNWATCHED:
+        _WARNED_UNWATCHED = True
+        warnings.warn(
+            f"ppmodels cannot watch torch {torch.__version__}'s autograd.Function.apply: each potential is "
+            "traced with its gradient in one stage, which is correct but slower to compile where a factor "
+            "repeats (an HMM's steps: minutes, not seconds). Please report it with your torch version",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    seen.append("?")
+
+
 __all__ = [
     "GraphUnsupported",
     "describe_failure",
+    "detach_constants",
     "one_fake_mode",
     "quiet_jit_deprecation",
     "record_or_trace",

@@ -65,6 +65,8 @@ def mcmc(
 ) -> MCMCResult:
     """NUTS (or HMC) on ``model(*args)``, with the potential compiled.
 
+    :param model: a Pyro model (a function, a ``PyroModule``), or an object with ``.model``
+        (a pair, a ``pyro.contrib.gp`` model), whose ``.model`` then runs.
     :param kernel: ``"nuts"``, ``"hmc"``, or ``"chees"``: ChEES-HMC's many chains in lockstep,
         the potential evaluated for all of them in one call (:mod:`ppmodels.infer.sampling.chees`;
         64 chains by default, one process, :class:`~ppmodels.infer.sampling.chees.CheesSettings`'s
@@ -92,8 +94,9 @@ def mcmc(
         fixed time, see :class:`~ppmodels.infer.sampling.nuts.KernelSettings`); any other
         (``full_mass``, ...) runs Pyro's kernel.
     """
+    model = getattr(model, "model", model)  # a pair, a GP module: its model, as compare takes it
     if not callable(model):
-        raise TypeError(f"model must be a callable Pyro model, got {type(model).__name__}")
+        raise TypeError(f"model must be a callable Pyro model or have a .model method, got {type(model).__name__}")
     options = MCMCOptions(
         kernel=kernel,
         num_samples=num_samples,

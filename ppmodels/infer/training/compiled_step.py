@@ -30,6 +30,7 @@ import torch.utils._pytree as pytree
 from pyro.poutine.messenger import Messenger
 
 from ..._validate import check_choice
+from ..errors import EagerFallbackWarning
 from ..graphs.backends import COMPILE_MODES, import_inductor
 from ..graphs.tracing import GraphUnsupported, describe_failure, one_fake_mode
 from .estimators import traceable
@@ -57,9 +58,15 @@ class _ParamsAsInputs(Messenger):
 
 
 class _Root(torch.nn.Module):
+    """The pair as one module whose call runs a function: ``torch.func.functional_call`` swaps
+    the pair's parameters and buffers for the graph's inputs while the loss runs."""
+
     def __init__(self, pair):
         super().__init__()
         self.pair = pair
+
+    def forward(self, run):
+        return run()
 
 
 # -- the step ---------------------------------------------------------------------------------
@@ -148,8 +155,8 @@ class CompiledStep:
                 flat[slot] = t
             args, kwargs = pytree.tree_unflatten(flat, spec)
             inputs = {name: (trained[i], c) for name, (i, c) in store_params.items()}
-            with torch.nn.utils.stateless._reparametrize_module(self.root, state), _ParamsAsInputs(inputs):
-                loss, value = self.loss_fn(args, kwargs)
+            with _ParamsAsInputs(inputs):
+                loss, value = torch.func.functional_call(self.root, state, (lambda: self.loss_fn(args, kwargs),))
             grads = torch.autograd.grad(loss, trained, allow_unused=True) if trained else ()
             used[:] = [g is not None for g in grads]  # a tensor the loss does not use keeps grad None, as eagerly
             return (value.detach(), *[g for g in grads if g is not None])
@@ -186,10 +193,16 @@ class CompiledStep:
         self.trace_seconds.append(time.perf_counter() - t0)
         _refuse_baked_trained_tensors(gm, self.trained_names, self.trained)
         guard = None
-        if self.symbolic:
+        if self.symbolic:  # the shape relations the trace assumed, checked by its shape environment at every step
             placeholders = [n.meta["val"] for n in gm.graph.nodes if n.op == "placeholder"]
-            code = gm.shape_env.produce_guards_expression(placeholders, ignore_static=False)
-            guard = compile(code, "<shape guards>", "eval") if code else None  # evaluated at every step
+            shape_env = gm.shape_env
+            code = shape_env.produce_guards_expression(placeholders, ignore_static=False)
+            if code:
+                compiled_code = compile(code, "<shape guards>", "eval")
+
+                def guard(flat):
+                    return shape_env.evaluate_guards_expression(compiled_code, flat)
+
         if self.mode == "inductor":
             import_inductor()
             gm = torch.compile(gm, dynamic=self.symbolic, fullgraph=True)
@@ -203,19 +216,16 @@ class CompiledStep:
         self.graphs.move_to_end(key)
         if not self.symbolic:
             return entries[0][1:]
-        from torch.fx.experimental.symbolic_shapes import SYMPY_INTERP
-
         flat = pytree.tree_leaves((self.trained, list(self.buffers), list(tensors)))
-        names = {f"t{i}": a for i, a in enumerate(flat)}
         for guard, fn, used in entries:
-            if guard is None or eval(guard, SYMPY_INTERP, {"L": names}):  # noqa: S307 (our own traced guards)
+            if guard is None or guard(flat):
                 return fn, used
         return None
 
     def __call__(self, args, kwargs):
         if self.failed is not None:
             return self.fallback(args, kwargs)
-        try:
+        try:  # the contract: whatever fails while a graph is traced, compiled or first run, eager Pyro runs
             tensors, leaves, spec, meta = self._split(args, kwargs)
             key = self.key(meta)
             found = self._lookup(key, tensors)
@@ -224,18 +234,18 @@ class CompiledStep:
                 t0 = time.perf_counter()
                 out = self._run(fn, tensors)
                 self.first_call_seconds.append(time.perf_counter() - t0)
-            else:
-                fn, used = found
-                out = self._run(fn, tensors)
-        except GraphUnsupported as error:
-            self.failed = str(error)
+        except Exception as error:  # noqa: BLE001 (any failure: a model a graph cannot hold, a compiler error, a moved internal)
+            self.failed = str(error) if isinstance(error, GraphUnsupported) else describe_failure(error)
             warnings.warn(
-                f"compile={self.mode!r}: this step cannot be traced into a graph ({error}); training continues "
-                "with eager Pyro",
-                UserWarning,
+                f"compile={self.mode!r}: this step cannot be traced into a graph ({self.failed}; torch "
+                f"{torch.__version__}); training continues with eager Pyro, with the same estimator",
+                EagerFallbackWarning,
                 stacklevel=2,
             )
             return self.fallback(args, kwargs)
+        if found is not None:
+            fn, used = found
+            out = self._run(fn, tensors)
         value, grads = out[0], iter(out[1:])
         for t, u in zip(self.trained, used):
             t.grad = next(grads) if u else None

@@ -15,6 +15,7 @@ from pyro.infer.util import get_dependent_plate_dims, torch_sum
 from pyro.poutine.runtime import effectful
 
 from ..._validate import check_nonnegative_int, check_positive_int
+from ..graphs.internals import ESTIMATOR_FUNCTIONS
 from ..graphs.tracing import GraphUnsupported, quiet_jit_deprecation, without_support_checks
 
 
@@ -331,21 +332,19 @@ def _keep_tensor(x):
     return x.detach() if isinstance(x, torch.Tensor) else x
 
 
-_PATCHED = ("pyro.infer.trace_elbo", "pyro.infer.trace_mean_field_elbo", "pyro.infer.traceenum_elbo")
-
-
 @contextlib.contextmanager
 def traceable():
     """While a graph is traced, Pyro's ``torch_item`` keeps its tensor (``loss + (s -
     s.detach())`` is the same value and gradient either way) and ``warn_if_nan`` is skipped (a
     data-dependent branch; fit's NaN guard checks the loss the graph returns)."""
     saved = []
-    for name in _PATCHED:
+    replacements = {"torch_item": _keep_tensor, "warn_if_nan": lambda value, *a, **k: value}
+    for name, attrs in ESTIMATOR_FUNCTIONS.items():
         module = importlib.import_module(name)
-        for attr, new in (("torch_item", _keep_tensor), ("warn_if_nan", lambda value, *a, **k: value)):
-            if hasattr(module, attr):
+        for attr in attrs:
+            if hasattr(module, attr):  # where Pyro moved one, the trace meets it and the step runs eagerly
                 saved.append((module, attr, getattr(module, attr)))
-                setattr(module, attr, new)
+                setattr(module, attr, replacements[attr])
     try:
         with without_support_checks():  # the first, eager step has checked them
             yield
