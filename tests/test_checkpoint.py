@@ -33,13 +33,13 @@ def test_checkpoint_loads_in_a_fresh_process_and_reproduces_predictions(tmp_path
         "import torch, sys\n"
         "from ppmodels.infer import load\n"
         f"pair = load({str(path)!r})\n"
-        f"inp = torch.load({str(tmp_path / 'inputs.pt')!r})\n"
+        f"inp = torch.load({str(tmp_path / 'inputs.pt')!r}, weights_only=True)\n"
         f"torch.save(pair.reconstruct(inp['x'], inp['y']), {str(tmp_path / 'out.pt')!r})\n"
         "print(type(pair).__name__, pair.num_data)\n"
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["CVAE", "1437"]
-    assert torch.equal(torch.load(tmp_path / "out.pt"), expected)
+    assert torch.equal(torch.load(tmp_path / "out.pt", weights_only=True), expected)
 
 
 def test_resume_continues_exactly_where_training_stopped(tmp_path, data):

@@ -114,7 +114,11 @@ def test_user_guide_and_logistic_problem_smoke():
     "kwargs,error,match",
     [
         ({"guides": ("meanfeld",)}, ValueError, r"unknown guide 'meanfeld'; valid names are \['fullrank', 'lowrank', "),
-        ({"mcmc": ("mala",)}, ValueError, r"unknown MCMC kernel 'mala'; valid names are \['chees', 'hmc', 'nuts'\]"),
+        (
+            {"mcmc": ("mala",)},
+            ValueError,
+            r"unknown MCMC kernel 'mala'; valid names are \['chees', 'hmc', 'nuts', 'pyro-hmc', 'pyro-nuts'\]",
+        ),
         (
             {"max_latents": 2},
             ValueError,

@@ -109,7 +109,9 @@ def test_a_model_that_fails_on_its_arguments_fails_before_any_inference():
 
 def test_warnings_for_a_vi_loss_still_falling_and_a_short_chain():
     train, _ = mixture_data(seed=1)
-    # from Pyro's initialisation 60 steps are too few; from the Laplace start (the default) they are enough
+    # from Pyro's initialisation 60 steps are too few; from the Laplace start (the default) they are enough.
+    # The fixed schedule: under the stationarity rule, whether 60 steps' last window still tests as moving
+    # depends on the rounding of the torch version (2.5 and 2.13 differ)
     result = compare(
         GaussianMixture(),
         train,
@@ -119,6 +121,7 @@ def test_warnings_for_a_vi_loss_still_falling_and_a_short_chain():
         warmup_steps=10,
         vi_epochs=60,
         vi_start="prior",
+        vi_stop="steps",
     )
     text = " ".join(result.warnings)
     assert "meanfield: not converged: over its last 10 steps a parameter's mean gradient is" in text

@@ -67,7 +67,12 @@ def add_parsers(sub, explicit):
         default=("meanfield", "fullrank"),
         help="comma-separated guides: meanfield, fullrank, lowrank (none: MCMC only)",
     )
-    o.add("--mcmc", type=names, default=("nuts",), help="comma-separated kernels: nuts, hmc, chees (none: VI only)")
+    o.add(
+        "--mcmc",
+        type=names,
+        default=("nuts",),
+        help="comma-separated kernels: nuts, hmc, chees; pyro-nuts, pyro-hmc (Pyro's own MCMC); none: VI only",
+    )
     o.add("--num-samples", type=positive_int, default=1000, help="MCMC samples")
     o.add("--warmup", type=nonnegative_int, default=500, help="MCMC warm-up steps")
     o.add(

@@ -23,4 +23,9 @@ class ImproperPosteriorError(ValueError):
     or masked out: the posterior is improper along them (``mcmc`` and ``compare`` refuse it)."""
 
 
-__all__ = ["EagerFallbackWarning", "ImproperPosteriorError", "NonFiniteLossError"]
+class RandomDensityError(ValueError):
+    """The model's log density differs between two evaluations at one point: it draws random
+    numbers outside ``pyro.sample`` (``mcmc`` and ``compare`` refuse it)."""
+
+
+__all__ = ["EagerFallbackWarning", "ImproperPosteriorError", "NonFiniteLossError", "RandomDensityError"]

@@ -25,7 +25,9 @@ def to_arviz(comparison, max_vi_draws: int = 4000) -> dict:
         groups = {}
         if comparison.problem is not None and not comparison.discrete:
             try:
-                found = pointwise(comparison.problem.model_fn, draws, *comparison.problem.train)
+                found = pointwise(
+                    comparison.problem.model_fn, draws, *comparison.problem.train, **comparison.problem.kwargs
+                )
             except ValueError:  # no observed sample site: the posterior only
                 found = None
             if found is not None:

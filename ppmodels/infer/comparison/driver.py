@@ -18,7 +18,11 @@ runs each method in a parameter store of their own.
 
 from __future__ import annotations
 
+import time
+import warnings
+
 from ..density.preparation import check_proper
+from ..errors import ImproperPosteriorError, RandomDensityError
 from ..program.sites import model_function
 from ..training.params import isolated_store
 from .kernels import KernelMethod
@@ -56,13 +60,14 @@ def compare(
         or an object with ``.model`` (and optionally ``.exact_posterior(*train)``, used when
         ``exact`` is None, and ``.exact_discrete(*train)``), such as
         :class:`ppmodels.models.BayesianLinearRegression` or :class:`ppmodels.models.GaussianMixture`.
-    :param tuple train: the model's arguments for fitting, as it takes them: tensors, and
-        anything else (a flag, a function — eight schools' ``(model, sigma, y)``), passed
-        unchanged. Not needed for a problem that brings its arguments (``model.args``: a
+    :param train: the model's arguments for fitting, as it takes them: a tuple of positional
+        arguments (tensors, and anything else — a flag, a function — passed unchanged) or a
+        dict of keyword arguments (``model(x=..., y=...)``), as :func:`~ppmodels.infer.fit`
+        takes ``data``. Not needed for a problem that brings its arguments (``model.args``: a
         :func:`ppmodels.posteriordb.load` posterior, whose ``reference`` then scores every
         method: mean error and Wasserstein-1 distance in reference sds, sd ratio).
-    :param tuple test: arguments for held-out data; the predictive log-likelihood of the
-        observed sites is reported per test point.
+    :param test: arguments for held-out data (a tuple or a dict, as ``train``); the
+        predictive log-likelihood of the observed sites is reported per test point.
     :param guides: guide names (``"meanfield"``, ``"fullrank"``, ``"lowrank"``), or your own
         guides (callables, ``pyro.param`` guides, modules, autoguides built the usual way), or
         ``(name, guide)`` pairs. Guides train in a parameter store of their own: Pyro's global
@@ -110,29 +115,13 @@ def compare(
         are still clearly non-zero at the end, see the rule in ``docs/vi_vs_mcmc.md``; MCMC's
         r-hat above 1.05, an effective sample size below 100, divergences).
     """
-    train = _arguments(model, train, test)
-    options = CompareOptions(
-        guides=guides,
-        mcmc=mcmc,
-        max_latents=max_latents,
-        seed=seed,
-        progress=progress,
-        vi_epochs=vi_epochs,
-        lr=lr,
-        num_particles=num_particles,
-        num_vi_samples=num_vi_samples,
-        num_samples=num_samples,
-        warmup_steps=warmup_steps,
-        num_chains=num_chains,
-        mcmc_compile=mcmc_compile,
-        kernel_options=kernel_options,
-        vi_start=vi_start,
-        vi_stop=vi_stop,
-    )
+    (train, train_kwargs), test = _arguments(model, train, test)
+    fields = set(CompareOptions.__dataclass_fields__)
+    options = CompareOptions(**{k: v for k, v in locals().items() if k in fields})
     methods = options.methods()
 
     with isolated_store():
-        problem = Problem.inspect(model, train, exact, particles=num_particles or 8)
+        problem = Problem.inspect(model, train, exact, particles=num_particles or 8, kwargs=train_kwargs)
         if options.mcmc and len(problem.names) > options.max_latents:
             raise ValueError(
                 f"the model has {len(problem.names)} latent dimensions, more than "
@@ -140,45 +129,84 @@ def compare(
                 "max_latents"
             )
         if not options.mcmc:  # MCMC refuses an improper posterior before its chains; guides alone would widen along it
-            check_proper(problem.potential_model, problem.train, max_plate_nesting=problem.plates)
+            check_proper(problem.potential_model, problem.train, problem.kwargs, max_plate_nesting=problem.plates)
         # MCMC first: a model it refuses (a random or improper density) stops compare before
         # any guide has trained, not after; the results keep the order asked for
-        results, found = [None] * len(methods), [[] for _ in methods]
+        results, found, failed = [None] * len(methods), [[] for _ in methods], []
         for i in sorted(range(len(methods)), key=lambda i: not isinstance(methods[i], KernelMethod)):
-            results[i], found[i] = methods[i].run(problem, options)
+            results[i], found[i] = _run(methods[i], problem, options, failed)
+        if all(r is None for r in results):
+            reasons = "; ".join(f"{f['method']}: {f['error']}" for f in failed)
+            raise RuntimeError(f"every method failed, so there is nothing to compare ({reasons})") from failed[0][
+                "cause"
+            ]
+        results = [r for r in results if r is not None]
+        for f in failed:
+            del f["cause"]
         report_warnings = [w for ws in found for w in ws]
         if test is not None and not problem.discrete:  # with discrete latents it would need their sum per test point
             for m in results:
-                m.predictive_log_likelihood = problem.predictive_log_likelihood(m.site_samples, test)
+                m.predictive_log_likelihood = problem.predictive_log_likelihood(m.site_samples, *test)
+    answered = {m.name for m in results}
     comparison = Comparison(
         problem.names,
         results,
         problem.exact,
-        reference=options.mcmc[0] if options.mcmc else None,
+        reference=options.mcmc[0] if options.mcmc and options.mcmc[0] in answered else None,
         discrete=list(problem.discrete),
         exact_discrete=problem.exact_discrete,
         warnings=report_warnings,
         posterior=getattr(model, "reference", None),
         to_posterior=getattr(model, "stan_draws", None),
         problem=problem,
+        failed=failed,
     )
     comparison.warnings += comparison.disagreements()
     return comparison
 
 
+def _run(method, problem, options, failed) -> tuple:
+    """``method``'s result and warnings; ``(None, [])`` where it raised, its error appended to
+    ``failed`` and said in a ``RuntimeWarning``, so that the other methods' results stand. The
+    refusals of the model itself (a random or improper log density) stop compare."""
+    start = time.perf_counter()
+    try:
+        return method.run(problem, options)
+    except (ImproperPosteriorError, RandomDensityError):
+        raise
+    except Exception as error:  # noqa: BLE001 (one method's failure: its row holds the error)
+        message = f"{type(error).__name__}: {str(error).strip()[:500]}"
+        seconds = time.perf_counter() - start
+        failed.append(
+            {"method": method.name, "kind": method.kind, "seconds": seconds, "error": message, "cause": error}
+        )
+        warnings.warn(
+            f"compare: {method.name} failed ({message}); its row holds the error, and the other methods' results stand",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None, []
+
+
 def _arguments(model, train, test) -> tuple:
-    """``train``, or the arguments a problem brings (``model.args``: a posteriordb posterior);
-    ``TypeError`` where the model is not one or the arguments are not tuples."""
+    """``((args, kwargs), test)``: ``train`` (a tuple of positional arguments or a dict of
+    keyword ones), or the arguments a problem brings (``model.args``: a posteriordb
+    posterior), and ``test`` as ``(args, kwargs)`` or ``None``; ``TypeError`` where the model
+    is not one or the arguments are neither."""
     model_function(model)
     if train is None and isinstance(getattr(model, "args", None), tuple):
         train = model.args
-    if not isinstance(train, tuple):
-        raise TypeError(
-            f"`train` must be a tuple of the model's arguments, e.g. (x, y), but got {type(train).__name__}"
-        )
-    if test is not None and not isinstance(test, tuple):
-        raise TypeError(f"`test` must be a tuple of the model's arguments, e.g. (x, y), but got {type(test).__name__}")
-    return train
+    for name, value in (("train", train), ("test", test)):
+        if not isinstance(value, (tuple, dict)) and not (name == "test" and value is None):
+            raise TypeError(
+                f"`{name}` must be a tuple of the model's arguments, e.g. (x, y), or a dict of its keyword "
+                f"arguments, but got {type(value).__name__}"
+            )
+
+    def split(value):
+        return ((), dict(value)) if isinstance(value, dict) else (tuple(value), {})
+
+    return split(train), (split(test) if test is not None else None)
 
 
 __all__ = ["compare"]

@@ -66,6 +66,7 @@ class GuideMethod:
         result = fit(
             (problem.model_fn, guide),
             problem.train,
+            kwargs=problem.kwargs,
             epochs=settings.vi_epochs,
             lr=settings.lr,
             elbo=elbo,
@@ -74,7 +75,7 @@ class GuideMethod:
             **stopping.fit_options(),
         )
         seconds = time.perf_counter() - start
-        site_samples, draws_note = _vi_draws(guide, problem.train, problem.sites, settings.num_vi_samples, problem.dim)
+        site_samples, draws_note = _vi_draws(guide, problem, settings.num_vi_samples)
         weighed = loo = psis_note = loo_note = None
         if settings.diagnostics:
             weighed, psis_note = guide_psis(problem, guide)
@@ -109,11 +110,11 @@ class GuideMethod:
         if settings.vi_start == "laplace" and self.name in WHITENED:
             try:
                 guide = whitened_guide(
-                    problem.model_fn,
+                    problem.bound(problem.model_fn),
                     problem.train,
                     WHITENED[self.name],
                     init_loc_fn,
-                    guide_model=problem.continuous_model,
+                    guide_model=problem.bound(problem.continuous_model),
                     enumerate_plates=problem.nesting if problem.discrete else None,
                 )
                 return (
@@ -140,17 +141,18 @@ def _particles(problem, num_particles) -> tuple:
     return particles, f"{why}, so {how}"
 
 
-def _vi_draws(guide, args, sites, num, dim, chunk=2000):
-    """``num`` draws of the guide's latents, vectorised under a plate at ``dim`` when the guide
-    allows it, else one guide run at a time (at most 2000 then)."""
+def _vi_draws(guide, problem, num, chunk=2000):
+    """``num`` draws of the guide's latents, vectorised under a plate at the problem's particle
+    dimension when the guide allows it, else one guide run at a time (at most 2000 then)."""
+    args, kwargs, sites = problem.train, problem.kwargs, problem.sites
     with torch.no_grad(), pyro.validation_enabled(False):
         try:
-            with pyro.plate("_draws", num, dim=dim):
-                trace = poutine.trace(guide).get_trace(*args)
+            with pyro.plate("_draws", num, dim=problem.dim):
+                trace = poutine.trace(guide).get_trace(*args, **kwargs)
             return {s: trace.nodes[s]["value"].reshape(num, *shape) for s, shape in sites.items()}, None
         except Exception:  # noqa: BLE001 (a guide that does not broadcast: draw sequentially)
             n = min(num, chunk)
-            traces = [poutine.trace(guide).get_trace(*args) for _ in range(n)]
+            traces = [poutine.trace(guide).get_trace(*args, **kwargs) for _ in range(n)]
             draws = {
                 s: torch.stack([t.nodes[s]["value"] for t in traces]).reshape(n, *shape) for s, shape in sites.items()
             }

@@ -14,8 +14,11 @@ from ..sampling.options import CHEES_OPTIONS, MANY_CHAIN_KERNELS, OWN_OPTIONS
 from ..sampling.options import KERNELS as MCMC_KERNELS
 from .method_checks import draws_loo
 
+#: Pyro's own kernels, run by Pyro's ``MCMC`` (``mcmc(..., engine="pyro")``): the reference
+#: this library's compiled samplers are checked against
+PYRO_KERNELS = ("pyro-hmc", "pyro-nuts")
 #: MCMC kernel names (run by :func:`~ppmodels.infer.sampling.driver.mcmc`)
-KERNELS = (*MCMC_KERNELS, *MANY_CHAIN_KERNELS)
+KERNELS = (*MCMC_KERNELS, *MANY_CHAIN_KERNELS, *PYRO_KERNELS)
 #: options one family of kernels has and the other has not: compare's ``kernel_options`` are
 #: shared, so each kernel leaves the other's (as NUTS leaves HMC's ``jitter``)
 NUTS_ONLY = OWN_OPTIONS - CHEES_OPTIONS
@@ -34,7 +37,8 @@ def kernel_options_for(kernel: str, shared: dict | None) -> dict:
 
 
 class KernelMethod:
-    """MCMC with a named kernel (:data:`KERNELS`) through :func:`~ppmodels.infer.sampling.driver.mcmc`: the
+    """MCMC with a named kernel (:data:`KERNELS`; ``pyro-nuts`` and ``pyro-hmc`` are Pyro's own
+    ``MCMC``) through :func:`~ppmodels.infer.sampling.driver.mcmc`: the
     compiled potential, several chains in parallel, Pyro's initialisation (``init_to_uniform``,
     with flat priors too), discrete sites enumerated; r-hat, effective sample sizes and
     divergences checked."""
@@ -49,6 +53,9 @@ class KernelMethod:
 
     def run(self, problem, settings) -> tuple:
         options = kernel_options_for(self.name, settings.kernel_options)
+        kernel = self.name
+        if self.name in PYRO_KERNELS:
+            kernel, options["engine"] = self.name[len("pyro-") :], "pyro"
         options.setdefault("init_strategy", init.init_to_uniform)  # Pyro's, with flat priors too
         options.setdefault("max_plate_nesting", problem.plates)  # Pyro's guess would draw from flat priors
         options.setdefault("compile", settings.mcmc_compile)
@@ -57,7 +64,8 @@ class KernelMethod:
             sampler = run_mcmc(
                 problem.potential_model,
                 *problem.train,
-                kernel=self.name,
+                model_kwargs=problem.kwargs,
+                kernel=kernel,
                 num_samples=settings.num_samples,
                 warmup_steps=settings.warmup_steps,
                 num_chains=settings.num_chains,
@@ -94,9 +102,11 @@ class KernelMethod:
 
 
 def _mcmc_warnings(name, diagnostics, divergences):
+    """The warnings of an MCMC run's diagnostics, over the latents that vary (a constant
+    element, an ``LKJCholesky`` factor's fixed entries, has no ESS or r-hat)."""
     out = []
     r_hat = max((d["r_hat"] for d in diagnostics.values() if math.isfinite(d["r_hat"])), default=float("nan"))
-    ess = min((d["ess"] for d in diagnostics.values()), default=float("nan"))
+    ess = min((d["ess"] for d in diagnostics.values() if math.isfinite(d["ess"])), default=float("nan"))
     if r_hat > 1.05:
         out.append(f"{name}: r-hat {r_hat:.3f} > 1.05: the chains have not mixed; the reference is unreliable")
     if ess < 100:
@@ -109,4 +119,4 @@ def _mcmc_warnings(name, diagnostics, divergences):
     return out
 
 
-__all__ = ["CHEES_ONLY", "KERNELS", "KernelMethod", "NUTS_ONLY", "kernel_options_for"]
+__all__ = ["CHEES_ONLY", "KERNELS", "KernelMethod", "NUTS_ONLY", "PYRO_KERNELS", "kernel_options_for"]

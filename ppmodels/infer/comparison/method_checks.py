@@ -15,7 +15,7 @@ def guide_psis(problem, guide, num_samples=2000) -> tuple:
     if problem.discrete:
         return None, None
     try:
-        result = psis(problem.model_fn, guide, *problem.train, num_samples=num_samples)
+        result = psis(problem.model_fn, guide, *problem.train, num_samples=num_samples, **problem.kwargs)
     except (RuntimeError, ValueError) as error:
         return None, f"no PSIS k-hat: {error}"
     return result, (result.verdict if result.k_hat >= USABLE else None)
@@ -31,7 +31,7 @@ def draws_loo(problem, draws, log_weights, chains=1, why="", max_draws=2000) -> 
         if log_weights is None:
             step = max(1, -(-next(iter(draws.values())).shape[0] // max_draws))
             draws = {name: v[::step] for name, v in draws.items()}
-        ll = pointwise(problem.model_fn, draws, *problem.train).flat()
+        ll = pointwise(problem.model_fn, draws, *problem.train, **problem.kwargs).flat()
         reff = relative_efficiency(ll, chains) if log_weights is None else 1.0
         result = psis_loo(ll, log_weights, reff)
     except (RuntimeError, ValueError) as error:

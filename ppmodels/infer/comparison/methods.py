@@ -39,7 +39,7 @@ class DrawsMethod:
     def run(self, problem, settings) -> tuple:
         pyro.set_rng_seed(settings.seed)
         start = time.perf_counter()
-        site_samples = self.draws(problem.model_fn, problem.train)
+        site_samples = self.draws(problem.bound(problem.model_fn), problem.train)
         seconds = time.perf_counter() - start
         missing = [s for s in problem.sites if s not in site_samples]
         if not isinstance(site_samples, dict) or missing:

@@ -47,6 +47,7 @@ class Comparison:
     posterior: object = None  # a published reference posterior (ppmodels.posteriordb.Reference)
     to_posterior: object = None  # a method's site draws -> the reference's parameters
     problem: object = None  # the model and its data (comparison.problem.Problem), for ArviZ's groups
+    failed: list = field(default_factory=list)  # {"method", "kind", "error"} of each method that raised
 
     def posterior_rows(self) -> list:
         """One row per (reference parameter, method): the method's mean and sd against the
@@ -121,6 +122,7 @@ class Comparison:
             row = {
                 "method": m.name,
                 "kind": m.kind,
+                "sampler": _sampler(m),
                 "seconds": m.seconds,
                 "steps": m.steps,
                 "k_hat": m.k_hat,
@@ -151,7 +153,7 @@ class Comparison:
                 row["max_sd_ratio"] = max(r["sd_ratio"] for r in scored)
                 row["max_w1_sds"] = max(r["w1_sds"] for r in scored)
             out.append(row)
-        return out
+        return out + [dict(f) for f in self.failed]
 
     def discrete_rows(self) -> list:
         """One row per (discrete site, method): the posterior probability of each value, for
@@ -191,6 +193,7 @@ class Comparison:
             "loo_k_hat": {m.name: m.loo.k_hat.tolist() for m in self.methods if m.loo is not None},
             "notes": {m.name: m.notes for m in self.methods if m.notes},
             "warnings": self.warnings,
+            "failed": self.failed,
         }
 
     def to_json(self, **kwargs) -> str:
@@ -209,6 +212,7 @@ class Comparison:
             for k in [
                 "method",
                 "kind",
+                "sampler",
                 "seconds",
                 "steps",
                 "k_hat",
@@ -271,7 +275,22 @@ class Comparison:
             lines += ["", "Notes:", *notes]
         if self.warnings:
             lines += ["", "Warnings:", *[f"- {w}" for w in self.warnings]]
+        if self.failed:
+            lines += ["", "Failed (no answer; the other methods' results stand):"]
+            lines += [f"- {f['method']}: {f['error']}" for f in self.failed]
         return "\n".join(lines) + "\n"
+
+
+def _sampler(method) -> str | None:
+    """Who drew an MCMC method's draws: this library's compiled sampler (and its compile
+    mode) or Pyro's own ``MCMC``."""
+    result = method.mcmc
+    if result is None:
+        return None
+    if result.engine == "pyro":
+        return "Pyro's MCMC" + (" (jit)" if result.compile.get("mode") else " (eager)")
+    mode = result.compile.get("mode")
+    return f"ppmodels ({mode or 'eager'})"
 
 
 def disagreements(comparison, sigmas: float = 4.0) -> list:

@@ -177,9 +177,13 @@ class Potential:
         t = torch.from_numpy(z.astype(self._np_dtype))
         if self._on_cpu:
             value, grad = graph(t)
-            return float(value), grad.numpy().astype(np.float64)
-        value, grad = graph(t.to(self.device))
-        return float(value), grad.cpu().numpy().astype(np.float64)
+            value, grad = float(value), grad.numpy().astype(np.float64)
+        else:
+            value, grad = graph(t.to(self.device))
+            value, grad = float(value), grad.cpu().numpy().astype(np.float64)
+        if value != value:  # a compiled Cholesky that failed gives NaN where eager raises: outside the domain
+            return math.inf, np.full(self.dim, np.nan)
+        return value, grad
 
     # -- compiling -----------------------------------------------------------------------------
     def _compiled(self, mode):

@@ -17,7 +17,7 @@ import numpy as np
 import pyro
 import torch
 
-from ..errors import ImproperPosteriorError
+from ..errors import ImproperPosteriorError, RandomDensityError
 from ..program.sites import prior_trace
 
 #: an element whose gradient is zero is flat (the posterior improper along it) only where the
@@ -90,7 +90,8 @@ def refuse_flat_directions(potential) -> None:
 
 
 def refuse_a_random_density(potential) -> None:
-    """Raise ``ValueError`` where the model draws random numbers of its own (``torch.randn`` on
+    """Raise :class:`~ppmodels.infer.errors.RandomDensityError` (a ``ValueError``) where the
+    model draws random numbers of its own (``torch.randn`` on
     its data, a dropout layer in training mode): its log density then differs at each
     evaluation of one point, NUTS's gradient steps and its choice among a trajectory's points
     mean nothing, and its draws are not the posterior's. Two eager evaluations at the first
@@ -99,7 +100,7 @@ def refuse_a_random_density(potential) -> None:
     first, second = (float(potential.eager(z)[0]) for _ in range(2))
     same = math.isclose(first, second, rel_tol=RANDOM_TOLERANCE, abs_tol=RANDOM_TOLERANCE)
     if not same and not (math.isnan(first) and math.isnan(second)):
-        raise ValueError(
+        raise RandomDensityError(
             f"the model's log density is random: at the same point it was {-first:.6g} and then {-second:.6g}. "
             "It draws random numbers outside pyro.sample (torch.randn or torch.rand on its data, a dropout layer in "
             "training mode), so NUTS's steps and the draws it keeps would not be the posterior's. Draw them once "

@@ -125,7 +125,7 @@ def psis(model, guide, *args, num_samples: int = 1000, chunk: int = 1000, **kwar
         )
     num_samples = check_positive_int(num_samples, "num_samples")
     chunk = check_positive_int(chunk, "chunk")
-    sites, discrete, nesting, _ = latent_sites(model, args)
+    sites, discrete, nesting, _ = latent_sites(model, args, kwargs)
     if discrete:
         raise ValueError(
             f"psis needs the guide to sample every latent site; the model's discrete sites {sorted(discrete)} are "

@@ -70,7 +70,9 @@ class _SetDraws(Messenger):
 
 
 def _observed_sites(trace, latents) -> dict:
-    """The observed sample sites that are data (not ``pyro.factor``'s ``Unit`` sites): name -> site."""
+    """The observed sample sites that are data: name -> site. Not ``pyro.factor``'s ``Unit``
+    sites, and not ``pyro.deterministic``'s (recorded as observed sample sites of a function of
+    the latents, not data)."""
     return {
         name: site
         for name, site in trace.nodes.items()
@@ -78,6 +80,7 @@ def _observed_sites(trace, latents) -> dict:
         and site["is_observed"]
         and name not in latents
         and type(site["fn"]).__name__ != "Unit"
+        and not site["infer"].get("_deterministic", False)
         and site["value"].numel() > 0
     }
 
@@ -114,7 +117,7 @@ def pointwise(model, draws: dict, *args, max_draws: int | None = None, sites=Non
         idx = torch.linspace(0, total - 1, max_draws).long()
         draws = {name: v[idx] for name, v in draws.items()}
 
-    _, _, nesting, _ = latent_sites(model, args)
+    _, _, nesting, _ = latent_sites(model, args, kwargs)
     with torch.no_grad(), pyro.validation_enabled(False), poutine.block():
         observed = _observed_sites(
             prune_subsample_sites(

@@ -25,12 +25,14 @@ from typing import Callable
 class Internal:
     """One internal: its dotted ``name``, the code that uses it (``used_by``), what happens
     where it is missing (``without``), and ``check()``, which raises where it is missing or
-    behaves otherwise than the code expects."""
+    behaves otherwise than the code expects. ``since``: the first torch this library found it
+    in, where an older supported torch lacks it (the code then takes ``without``)."""
 
     name: str
     used_by: str
     without: str
     check: Callable[[], None]
+    since: str | None = None
 
 
 def _attribute(dotted: str):
@@ -58,16 +60,14 @@ def _exists(dotted: str) -> Callable[[], None]:
     return check
 
 
-def _inductor_settings():
-    import torch._inductor.config as config
+def _inductor_setting(key, value):
+    def check():
+        import torch._inductor.config as config
 
-    from .backends import FUSION_PAIRS
-
-    for key, value in {"cpp.simdlen": 1, "max_fusion_buffer_group_pairwise_attempts": FUSION_PAIRS}.items():
         with config.patch({key: value}):  # torch checks a setting's name when the patch is entered
             pass
-    with config.patch(compile_threads=1):
-        pass
+
+    return check
 
 
 def _compile_pool():
@@ -229,10 +229,23 @@ INTERNALS = (
         _exists("torch._inductor.compile_fx.compile_fx_inner"),
     ),
     Internal(
-        "torch._inductor.config (cpp.simdlen, max_fusion_buffer_group_pairwise_attempts, compile_threads)",
+        "torch._inductor.config.cpp.simdlen",
         "graphs.backends.inductor_settings",
-        "inductor's defaults: longer compiles of small or long graphs",
-        _inductor_settings,
+        "inductor's default (vectorized loops): longer compiles of small graphs",
+        _inductor_setting("cpp.simdlen", 1),
+    ),
+    Internal(
+        "torch._inductor.config.compile_threads",
+        "graphs.backends._compile_threads",
+        "inductor's default number of compile threads",
+        _inductor_setting("compile_threads", 1),
+    ),
+    Internal(
+        "torch._inductor.config.max_fusion_buffer_group_pairwise_attempts",
+        "graphs.backends.inductor_settings",
+        "inductor's default (64 fusion attempts a kernel): longer compiles of graphs above 2,000 operations",
+        _inductor_setting("max_fusion_buffer_group_pairwise_attempts", 8),
+        since="2.13",
     ),
     Internal(
         "torch._inductor.async_compile.AsyncCompile.pool",
@@ -328,6 +341,16 @@ INTERNALS = (
 )
 
 
+def expected(internal: Internal) -> bool:
+    """Whether this torch should have ``internal``: always, or from its ``since`` on."""
+    import torch
+
+    if internal.since is None:
+        return True
+    version = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2])
+    return version >= tuple(int(p) for p in internal.since.split("."))
+
+
 def check_all() -> dict:
     """``{internal's name: None where it checks out, else why not}`` for every :data:`INTERNALS`."""
     out = {}
@@ -340,4 +363,4 @@ def check_all() -> dict:
     return out
 
 
-__all__ = ["ESTIMATOR_FUNCTIONS", "INTERNALS", "Internal", "check_all"]
+__all__ = ["ESTIMATOR_FUNCTIONS", "INTERNALS", "Internal", "check_all", "expected"]

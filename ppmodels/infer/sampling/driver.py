@@ -83,8 +83,9 @@ def mcmc(
         otherwise. A model that cannot be traced runs eagerly; ``result.compile["fallback"]``
         says why. ``benchmarks/README.md`` has the compile times and call costs.
     :param seed: the same seed gives the same draws, in parallel or not.
-    :param engine: ``"ppmodels"`` (this library's kernel) or ``"pyro"`` (Pyro's ``MCMC``, with
-        ``jit_compile`` when ``compile`` is set).
+    :param engine: ``"ppmodels"`` (this library's kernel) or ``"pyro"`` (Pyro's ``MCMC``, eager
+        as Pyro runs it by default, with ``jit_compile`` where ``compile`` is ``"graph"`` or
+        ``"inductor"``).
     :param max_plate_nesting: as Pyro's; needed when discrete sites are enumerated and Pyro
         cannot guess it.
     :param kernel_options: Pyro's kernel options: ``step_size``, ``adapt_step_size``,

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 from pyro.ops.stats import effective_sample_size, split_gelman_rubin
 
 
@@ -41,25 +42,37 @@ class MCMCResult:
 
     def diagnostics(self) -> dict:
         """Per site ``{"n_eff", "r_hat"}`` (Pyro's estimators, over all chains) and
-        ``"divergences": {"chain 0": [draw indices], ...}``, as Pyro's ``MCMC.diagnostics()``."""
+        ``"divergences": {"chain 0": [draw indices], ...}``, as Pyro's ``MCMC.diagnostics()``.
+        An element that is the same in every draw (the fixed entries of an ``LKJCholesky``
+        factor) has neither, ``nan``; the others are computed without it (Pyro's estimators
+        give ``nan`` for every element of a site with one constant element)."""
         out = {}
         for name, value in self.samples.items():
-            v = value.double()
             out[name] = {
-                "n_eff": effective_sample_size(v, chain_dim=0, sample_dim=1),
-                "r_hat": split_gelman_rubin(v, chain_dim=0, sample_dim=1),
+                "n_eff": per_varying_element(effective_sample_size, value),
+                "r_hat": per_varying_element(split_gelman_rubin, value),
             }
         out["divergences"] = self.divergences
         return out
 
     def min_ess(self) -> float:
+        """The smallest effective sample size over the elements that vary (``nan`` without any)."""
         d = self.diagnostics()
-        return min(float(d[s]["n_eff"].min()) for s in self.samples) if self.samples else float("nan")
+        values = torch.cat([d[s]["n_eff"].reshape(-1) for s in self.samples]) if self.samples else torch.zeros(0)
+        values = values[~torch.isnan(values)]
+        return float(values.min()) if len(values) else float("nan")
+
+    @property
+    def num_divergences(self) -> int:
+        return sum(len(v) for v in self.divergences.values())
 
     def summary(self, prob=0.9) -> None:
+        """Pyro's table of each element's mean, sd, interval, ESS and r-hat (elements that are
+        the same in every draw left out), and the number of divergent transitions."""
         from pyro.infer.mcmc.util import print_summary
 
-        print_summary(self.samples, prob=prob)
+        print_summary(_varying(self.samples), prob=prob)
+        print(f"Number of divergences: {self.num_divergences}")
 
     def to_arviz(self):
         """An ArviZ ``InferenceData`` with the posterior (chains x draws) and the sampler's stats."""
@@ -73,6 +86,38 @@ class MCMCResult:
             }
         posterior = {k: v.detach().cpu().numpy() for k, v in self.samples.items()}
         return az.from_dict(posterior=posterior, sample_stats=sample_stats)
+
+
+def _constant(value: torch.Tensor) -> torch.Tensor:
+    """Which elements of ``value`` (chains, draws, *shape) are the same in every draw: ``(*shape,)``."""
+    flat = value.reshape(value.shape[0] * value.shape[1], -1)
+    return (flat == flat[:1]).all(0).reshape(value.shape[2:])
+
+
+def per_varying_element(estimator, value: torch.Tensor) -> torch.Tensor:
+    """``estimator`` (Pyro's ESS or r-hat) of each element of ``value`` (chains, draws, *shape)
+    that varies, ``nan`` for the others."""
+    value = value.double()
+    constant = _constant(value).reshape(-1)
+    out = torch.full(constant.shape, float("nan"), dtype=torch.float64)
+    if (~constant).any():
+        varying = value.reshape(*value.shape[:2], -1)[..., ~constant]
+        out[~constant] = estimator(varying, chain_dim=0, sample_dim=1)
+    return out.reshape(value.shape[2:])
+
+
+def _varying(samples: dict) -> dict:
+    """``samples`` for Pyro's summary: a site with constant elements as its varying elements,
+    each by its index (``"L[1,0]"``)."""
+    out = {}
+    for name, value in samples.items():
+        constant = _constant(value)
+        if not constant.any():
+            out[name] = value
+            continue
+        for index in torch.nonzero(~constant).tolist():
+            out[f"{name}[{','.join(map(str, index))}]"] = value[(slice(None), slice(None), *index)]
+    return out
 
 
 def assemble(potential, chains, start, compiled, extra_stats, notes) -> MCMCResult:
@@ -96,4 +141,4 @@ def assemble(potential, chains, start, compiled, extra_stats, notes) -> MCMCResu
     return MCMCResult(samples, divergences, seconds, "ppmodels", compiled, stats, notes)
 
 
-__all__ = ["MCMCResult", "assemble"]
+__all__ = ["MCMCResult", "assemble", "per_varying_element"]

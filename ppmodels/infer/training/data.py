@@ -208,20 +208,27 @@ def _describe(value) -> str:
 class Arguments:
     """A model's arguments (a tuple of positional ones, or a dict of keyword ones) split
     into the data tensors (a first dimension: sliced into mini-batches) and the rest
-    (passed unchanged at every step)."""
+    (passed unchanged at every step).
 
-    def __init__(self, values, name="data"):
+    With ``ragged=True`` (the whole data set at every step, as ``SVI.step`` takes it) the
+    tensors need not share their first dimension (40 observations beside a 3-element index of
+    the missing ones): they are then :attr:`ragged`, never sliced or shuffled, and
+    ``num_data`` is the largest first dimension."""
+
+    def __init__(self, values, name="data", ragged=False):
         self.values, self.name = values, name
         items = values.items() if isinstance(values, dict) else enumerate(values)
         self.sliced = [k for k, v in items if isinstance(v, torch.Tensor) and v.dim() > 0]
         sizes = {int(self.values[k].shape[0]) for k in self.sliced}
-        if len(sizes) > 1:
+        self.ragged = len(sizes) > 1
+        if self.ragged and not ragged:
             raise ValueError(
-                f"`{name}`: the tensors must share their first dimension (the data set's size), but got shapes "
-                f"{[tuple(self.values[k].shape) for k in self.sliced]}"
+                f"`{name}`: to be split into mini-batches the tensors must share their first dimension (the data "
+                f"set's size), but got shapes {[tuple(self.values[k].shape) for k in self.sliced]}; train on the "
+                "whole data set (batch_size=None) or pass mini-batches yourself"
             )
         if sizes:
-            self.num_data = sizes.pop()
+            self.num_data = max(sizes)
         else:  # e.g. the coin tutorial's list of 0-d tensors
             sized = [
                 len(v) for _, v in (values.items() if isinstance(values, dict) else enumerate(values)) if _sized(v)
@@ -354,20 +361,7 @@ def make_batches(
     if isinstance(data, TensorDataset):
         data = tuple(data.tensors)
     if isinstance(data, (tuple, dict)):  # the model's arguments: data tensors and constants
-        if isinstance(data, tuple) and not data and not full_batch:
-            raise ValueError(f"`{name}` is empty: it holds no arguments")
-        arguments = Arguments(data, name)
-        tensors = arguments.data_tensors()
-        if tensors is not None and arguments.num_data == 0:
-            raise ValueError(f"`{name}` is empty: it holds no samples")
-        if check and tensors is not None:
-            for key, t in zip(arguments.sliced, tensors):
-                check_finite(t, name if len(arguments.values) == 1 else f"{name}[{key!r}]")
-        if full_batch and batch_size is None:
-            return Batches(FullBatch(arguments, shuffle, generator), arguments.num_data, tensors, sliced=False)
-        bs = DEFAULT_BATCH_SIZE if batch_size is None else check_positive_int(batch_size, "batch_size")
-        arguments.check_batchable()
-        return Batches(TensorBatches(arguments, bs, shuffle, generator), arguments.num_data, tensors)
+        return _argument_batches(data, batch_size, shuffle, generator, name, check, full_batch)
     if isinstance(data, DataLoader):
         if batch_size is not None:
             raise ValueError(
@@ -411,6 +405,31 @@ def make_batches(
     if num_data == 0:
         raise ValueError(f"`{name}` is empty: it holds no samples")
     return Batches(loader, num_data)
+
+
+def _argument_batches(data, batch_size, shuffle, generator, name, check, full_batch) -> Batches:
+    """:func:`make_batches` of the model's arguments (a tuple or a dict): the whole data set
+    at every step, or mini-batches of its data tensors."""
+    if isinstance(data, tuple) and not data and not full_batch:
+        raise ValueError(f"`{name}` is empty: it holds no arguments")
+    arguments = Arguments(data, name, ragged=full_batch and batch_size is None)
+    tensors = arguments.data_tensors()
+    if tensors is not None and arguments.num_data == 0:
+        raise ValueError(f"`{name}` is empty: it holds no samples")
+    if check and tensors is not None:
+        for key, t in zip(arguments.sliced, tensors):
+            check_finite(t, name if len(arguments.values) == 1 else f"{name}[{key!r}]")
+    if full_batch and batch_size is None:
+        if arguments.ragged and shuffle:
+            raise ValueError(
+                f"`shuffle`: the tensors of `{name}` have different first dimensions "
+                f"{[tuple(t.shape) for t in tensors]}, so their rows cannot be shuffled together; "
+                "train with shuffle=False (the whole data set in its order, as SVI.step takes it)"
+            )
+        return Batches(FullBatch(arguments, shuffle, generator), arguments.num_data, tensors, sliced=False)
+    bs = DEFAULT_BATCH_SIZE if batch_size is None else check_positive_int(batch_size, "batch_size")
+    arguments.check_batchable()
+    return Batches(TensorBatches(arguments, bs, shuffle, generator), arguments.num_data, tensors)
 
 
 def fit_batches(data, options, pair=None, *, shuffle, generator, device=None):

@@ -52,6 +52,14 @@ NEWTON_STEPS = 3
 RESTARTS = 3
 #: the loss L-BFGS sees where the model's density is not finite
 _WALL = 1e30
+#: a Hessian eigenvalue below minus this at the end of the search means it diverged (a funnel's
+#: neck, an improper direction: the density grows without bound), not that it met a saddle
+DIVERGED_CURVATURE = 1e12
+
+
+class NoModeError(ValueError):
+    """The MAP search diverged: the posterior has no finite mode to start from (a funnel, an
+    improper direction), from any start."""
 
 
 def _gradient_and_hessian(elbo, model, guide, loc, args):
@@ -101,11 +109,16 @@ def laplace(model, args, init_loc_fn, *, guide_model=None, enumerate_plates=None
             with torch.no_grad():
                 loc -= torch.linalg.solve(hessian, grad).to(loc.dtype)
         if not bool(torch.isfinite(loc).all()):
-            raise ValueError("the MAP search diverged (no finite mode: an improper posterior or a funnel)")
+            raise NoModeError("the MAP search diverged (no finite mode: an improper posterior or a funnel)")
         _, hessian = _gradient_and_hessian(elbo, model, map_guide, loc, args)
     if not bool(torch.isfinite(hessian).all()):
-        raise ValueError("the Hessian at the MAP point is not finite")
+        raise NoModeError("the Hessian at the MAP point is not finite (no finite mode: a funnel's neck?)")
     eigen = torch.linalg.eigvalsh(hessian)
+    if float(eigen.min()) < -DIVERGED_CURVATURE:
+        raise NoModeError(
+            f"the MAP search diverged: the Hessian's smallest eigenvalue is {float(eigen.min()):.3g} (no finite "
+            "mode: a funnel's neck or an improper direction)"
+        )
     if float(eigen.min()) <= 0:
         raise ValueError(
             f"the Hessian at the MAP point is not positive definite (smallest eigenvalue {float(eigen.min()):.3g}): "
@@ -218,6 +231,8 @@ def whitened_guide(model, args, diagonal, init_loc_fn, guide_model=None, enumera
             found = laplace_in_float64(model, args, start, **options)
             center, covariance = found if found is not None else laplace(model, args, start, **options)
             break
+        except NoModeError:  # no start finds a mode that is not there
+            raise
         except (ValueError, RuntimeError) as error:  # RuntimeError: torch's linear algebra, an overflow
             failures.append(str(error))
     else:
@@ -256,4 +271,4 @@ def laplace_guide(model, args, family: str = "fullrank", init_loc_fn=None) -> Wh
     return whitened_guide(model, args, diagonal, start)
 
 
-__all__ = ["WhitenedNormal", "laplace", "laplace_guide", "laplace_in_float64", "whitened_guide"]
+__all__ = ["NoModeError", "WhitenedNormal", "laplace", "laplace_guide", "laplace_in_float64", "whitened_guide"]
