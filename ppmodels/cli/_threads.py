@@ -32,8 +32,9 @@ Settings:
 
 Only a process that has not loaded torch yet is configured (``python -m ppmodels`` and the
 ``ppmodels`` script). A program that calls :func:`ppmodels.cli.main` after importing torch
-keeps its own settings throughout. Library users choose for themselves: see
-``docs/getting_started.md``.
+keeps its own settings throughout. Inside the library, ``fit`` also trains a small model on
+one thread unless the threads are the user's choice (:mod:`ppmodels.infer.threads`; the
+command's one thread counts as a choice and is kept).
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ import pyro
 import torch
 
 from ..program.pairs import as_pair, check_keywords, declares_data_size, names_keyword
+from ..threads import one_thread_if_small
 from . import checkpoints as ckpt
 from . import distributed as dist_
 from .callbacks import CallbackList, TrainState
@@ -298,10 +299,26 @@ class _Run:
         with warnings.catch_warnings():
             # Pyro warns on a NaN loss; fit raises NonFiniteLossError with more to act on.
             warnings.filterwarnings("ignore", message="Encountered (NaN|[+-]?inf)", category=UserWarning)
-            with pyro.validation_enabled(self.options.validate == "always"):
+            with (
+                pyro.validation_enabled(self.options.validate == "always"),
+                one_thread_if_small(self.step_sizes(), self.device),
+            ):
                 if self.resumed is not None:
                     self.callbacks.load_state_dicts((self.resumed.get("fit") or {}).get("callbacks") or [])
                 yield
+
+    def step_sizes(self) -> list | None:
+        """The elements of each tensor a step reads: the pair's parameters and one batch of
+        each data tensor (``None`` when the batches are streamed and their sizes unknown)."""
+        tensors = self.train.tensors
+        if tensors is None:
+            return None
+        rows = getattr(self.train.source, "batch_size", None)
+        sizes = [p.numel() for p in self.pair.parameters()] if isinstance(self.pair, torch.nn.Module) else []
+        for t in tensors:
+            n = t.shape[0] if t.dim() else 1
+            sizes.append(t.numel() if rows is None or n == 0 else min(rows, n) * (t.numel() // n))
+        return sizes
 
     # -- the loop's bookkeeping ------------------------------------------------------------
     def batches(self):
