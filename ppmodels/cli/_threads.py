@@ -85,11 +85,7 @@ def training(small: bool):
     if not (small and _per_phase):
         yield
         return
-    import torch
+    from ..infer.threads import one_thread
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         yield
-    finally:
-        torch.set_num_threads(before)

@@ -41,14 +41,8 @@ def is_small(sizes) -> bool:
 
 
 @contextlib.contextmanager
-def one_thread_if_small(sizes, device=None):
-    """One torch thread inside the block when ``sizes`` (the elements of each tensor a step
-    reads) are small (:func:`is_small`), the device is the CPU and the threads are not the
-    user's choice; torch's count is restored after."""
-    on_cpu = device is None or torch.device(device).type == "cpu"
-    if not on_cpu or user_chose() or torch.get_num_threads() == 1 or not is_small(sizes):
-        yield
-        return
+def one_thread():
+    """One torch thread inside the block; torch's count restored after."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -57,4 +51,17 @@ def one_thread_if_small(sizes, device=None):
         torch.set_num_threads(before)
 
 
-__all__ = ["GRAIN_SIZE", "USER_VARIABLES", "is_small", "one_thread_if_small", "user_chose"]
+@contextlib.contextmanager
+def one_thread_if_small(sizes, device=None):
+    """One torch thread inside the block when ``sizes`` (the elements of each tensor a step
+    reads) are small (:func:`is_small`), the device is the CPU and the threads are not the
+    user's choice; torch's count is restored after."""
+    on_cpu = device is None or torch.device(device).type == "cpu"
+    if not on_cpu or user_chose() or torch.get_num_threads() == 1 or not is_small(sizes):
+        yield
+        return
+    with one_thread():
+        yield
+
+
+__all__ = ["GRAIN_SIZE", "USER_VARIABLES", "is_small", "one_thread", "one_thread_if_small", "user_chose"]
