@@ -123,6 +123,19 @@ def test_no_private_name_of_infer_is_imported_across_a_module_boundary(where):
     assert not crossing, "\n".join(crossing)
 
 
+def test_no_private_name_is_imported_from_another_module_of_ppmodels():
+    """Outside infer too, a name with a leading underscore stays in its module; a private
+    module (the facade's ``_layers``, the command's ``_threads``) may be imported whole or its
+    public names taken."""
+    crossing = []
+    for path in sorted(ROOT.rglob("*.py")):
+        for line, module, names in _imports(path):
+            private = [n for n in names if n.startswith("_") and not n.startswith("__")]
+            if module.startswith("ppmodels") and private:
+                crossing.append(f"{path.relative_to(ROOT)}:{line} from {module} import {', '.join(private)}")
+    assert not crossing, "\n".join(crossing)
+
+
 def test_no_two_modules_of_infer_import_each_other_in_a_loop():
     """A package's name stands for its ``__init__`` (its face), whose imports are its own
     modules; a loop through a face is a loop too."""

@@ -109,7 +109,7 @@ class _Prior:
         validate = torch.distributions.Distribution._validate_args
         d = self._cache.get((device, validate))
         if d is None:
-            d = _expand(self.name, _to_device(self.base, device), self.shape)
+            d = expand_prior(self.name, _to_device(self.base, device), self.shape)
             for part in (d, getattr(d, "base_dist", None)):
                 if part is not None:
                     part._validate_args = validate
@@ -145,7 +145,8 @@ def _tracing() -> bool:
     return get_proxy_mode() is not None
 
 
-def _expand(name, d, shape):
+def expand_prior(name, d, shape):
+    """The prior ``d`` of the weight ``name`` as a distribution over a tensor of ``shape``."""
     n = len(shape)
     if tuple(d.event_shape) == shape and tuple(d.batch_shape) == ():
         return d

@@ -13,7 +13,7 @@ from torch.nn import functional as F
 
 from .._spec import recorded
 from .._validate import check_module, check_positive_int
-from .vae import VAE, _device_of, _generator
+from .vae import VAE, device_of, seeded_generator
 
 
 def _broadcast(a, b):
@@ -165,10 +165,10 @@ class SSVAE(VAE):
     @torch.no_grad()
     def generate(self, y, seed: int | None = None):
         """Means of p(x | y, z), z ~ N(0, I), one per label in ``y`` (ints, shape ``(n,)``)."""
-        device = _device_of(self)
+        device = device_of(self)
         y = torch.as_tensor(y, dtype=torch.long, device=device)
         c = F.one_hot(y, self.num_classes).float()
-        z = torch.randn((len(y), self.latent_dim), generator=_generator(seed, device), device=device)
+        z = torch.randn((len(y), self.latent_dim), generator=seeded_generator(seed, device), device=device)
         return self.likelihood_dist(self.decoder(z, c)).mean
 
     @torch.no_grad()
@@ -180,7 +180,7 @@ class SSVAE(VAE):
         :returns: a tensor of shape ``(B,)``.
         """
         self._check_x(x)
-        g = _generator(seed, x.device)
+        g = seeded_generator(seed, x.device)
         log_py = -math.log(self.num_classes)
         eye = torch.eye(self.num_classes, device=x.device, dtype=x.dtype)
         c = self._one_hot(y, x).unsqueeze(0) if y is not None else eye.unsqueeze(1)  # (1 or K, 1 or B, K)

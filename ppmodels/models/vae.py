@@ -201,28 +201,30 @@ class VAE(DataSizeMixin, nn.Module):
         loc, scale = self.encode(x, y)
         z = loc
         if sample:
-            z = loc + scale * torch.randn(loc.shape, generator=_generator(seed, loc.device), device=loc.device)
+            z = loc + scale * torch.randn(loc.shape, generator=seeded_generator(seed, loc.device), device=loc.device)
         return self.decode(z, y)
 
     def _latent_prior_sample(self, n, c, seed, device):
-        eps = torch.randn((n, self.latent_dim), generator=_generator(seed, device), device=device)
+        eps = torch.randn((n, self.latent_dim), generator=seeded_generator(seed, device), device=device)
         return eps
 
     @torch.no_grad()
     def generate(self, num_samples: int, seed: int | None = None):
         """Means of p(x | z) for ``num_samples`` draws z ~ p(z); shape ``(num_samples, *event)``."""
         n = check_positive_int(num_samples, "num_samples")
-        device = _device_of(self)
+        device = device_of(self)
         return self.decode(self._latent_prior_sample(n, None, seed, device))
 
 
-def _device_of(module):
+def device_of(module):
+    """The device of ``module``'s first parameter (the CPU when it has none)."""
     for p in module.parameters():
         return p.device
     return torch.device("cpu")
 
 
-def _generator(seed, device):
+def seeded_generator(seed, device):
+    """A generator on ``device`` seeded with ``seed``, or ``None`` (torch's global one) when ``seed`` is None."""
     if seed is None:
         return None
     g = torch.Generator(device=device)
@@ -309,7 +311,7 @@ class CVAE(VAE):
     @torch.no_grad()
     def generate(self, y, seed: int | None = None):
         """Means of p(x | z, y) for z ~ p(z | y), one per label in ``y`` (shape ``(n,)``)."""
-        device = _device_of(self)
+        device = device_of(self)
         if isinstance(y, (list, tuple)):
             y = torch.tensor(y, dtype=torch.long)
         if not isinstance(y, torch.Tensor):

@@ -28,7 +28,7 @@ from torch.nn import functional as F
 
 from ...infer.training.estimators import get_elbo
 from ...models._plate import DataSizeMixin
-from ...models.bnn import _expand
+from ...models.bnn import expand_prior
 from .._checks import check_cell, check_positive_int
 
 
@@ -229,7 +229,7 @@ class _Variational(nn.Module):
         cached = cache.get(role)
         if cached is None or cached[0] != key:
             base = dist.Normal(mean.to(like), sd.to(like), validate_args=validate)
-            cached = cache[role] = (key, _expand(role, base, tuple(like.shape)))
+            cached = cache[role] = (key, expand_prior(role, base, tuple(like.shape)))
         return cached[1]
 
     def compute_kl_loss(self) -> torch.Tensor:
@@ -395,7 +395,8 @@ class ConvReparam(_Variational):
         )
 
 
-def _check_factor(value, name):
+def check_factor(value, name):
+    """A KL or likelihood factor (an int or float) named ``name``, checked as MindSpore checks it."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"The type of `{name}` must be `int` or `float`, but got {type(value).__name__}")
     if value < 0:
@@ -482,8 +483,8 @@ class WithBNNLossCell(nn.Module):
         check_cell(backbone, "The backbone must be Cell type")
         if not callable(loss_fn):
             raise TypeError(f"The loss_fn must be callable (a Cell), but got {type(loss_fn).__name__}")
-        self.dnn_factor = _check_factor(dnn_factor, "dnn_factor")
-        self.bnn_factor = _check_factor(bnn_factor, "bnn_factor")
+        self.dnn_factor = check_factor(dnn_factor, "dnn_factor")
+        self.bnn_factor = check_factor(bnn_factor, "bnn_factor")
         self._backbone, self._loss_fn = backbone, loss_fn
         self._pair = _BNNPair(backbone, loss_fn, self.dnn_factor, self.bnn_factor)
         self._elbo = get_elbo(estimator)

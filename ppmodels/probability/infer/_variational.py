@@ -103,7 +103,7 @@ def _to_tensor(value, dtype):
     return torch.as_tensor(np.asarray(value), dtype=dtype)
 
 
-class _MindSporeBatches:
+class MindSporeBatches:
     """Any iterable of batches as ``(x float32, y int64)`` tuples: dicts with 'image'/'label'
     (MindSpore's columns), ``(x, y)`` tuples, tensors, a DataLoader, or a MindSpore-like
     dataset with ``create_dict_iterator``."""
@@ -206,7 +206,7 @@ class SVI:
         :param callbacks: :class:`ppmodels.infer.Callback` instances for fit (ppmodels).
         """
         epochs = check_positive_int(epochs, "epochs")
-        source = _MindSporeBatches(train_dataset)
+        source = MindSporeBatches(train_dataset)
         batches = Batches(source, source.num_data())
         if batches.num_data == 0:
             raise ValueError("The train_dataset is empty: it holds no samples")

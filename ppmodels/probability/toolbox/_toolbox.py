@@ -29,7 +29,7 @@ from .._checks import check_positive_int
 from ..cells import WithLossCell
 from ..dpn import VAE
 from ..infer import ELBO, SVI
-from ..infer._variational import _MindSporeBatches
+from ..infer._variational import MindSporeBatches
 
 _TASKS = ("regression", "classification")
 
@@ -136,7 +136,7 @@ class UncertaintyEvaluation:
             if self.train_dataset is None:
                 raise ValueError("The train dataset should not be None when evaluating uncertainty.")
             label_dtype = torch.int64 if self.task_type == "classification" else torch.float32
-            source = _MindSporeBatches(self.train_dataset, label_dtype)
+            source = MindSporeBatches(self.train_dataset, label_dtype)
             batches = Batches(source, source.num_data())
             if self.task_type == "regression":
                 batches = Batches(_Reshaped(batches, self._out_dim(bnn)), batches.num_data)

@@ -13,7 +13,7 @@ import inspect
 
 from torch import nn
 
-from ..bnn_layers._layers import ConvReparam, DenseLocalReparam, DenseReparam, WithBNNLossCell, _check_factor
+from ..bnn_layers._layers import ConvReparam, DenseLocalReparam, DenseReparam, WithBNNLossCell, check_factor
 from ..cells import TrainOneStepCell
 
 
@@ -68,8 +68,8 @@ class TransformToBNN:
         self.optimizer = trainable_dnn.optimizer
         self.backbone = net_with_loss.backbone_network
         self.loss_fn = net_with_loss._loss_fn
-        self.dnn_factor = _check_factor(dnn_factor, "dnn_factor")
-        self.bnn_factor = _check_factor(bnn_factor, "bnn_factor")
+        self.dnn_factor = check_factor(dnn_factor, "dnn_factor")
+        self.bnn_factor = check_factor(bnn_factor, "bnn_factor")
 
     def transform_to_bnn_model(
         self, get_dense_args=_dense_args, get_conv_args=_conv_args, add_dense_args=None, add_conv_args=None
