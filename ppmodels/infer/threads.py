@@ -8,8 +8,8 @@ process it is what collapses the step: every parallel region waits for a thread 
 running (``benchmarks/README.md``, "threads", has the figures). So while ``fit`` trains a
 small model, torch runs on one thread, and the count is restored after.
 
-A model is small when every tensor it trains and every tensor of the data has fewer elements
-than the grain size. A choice of yours is kept: ``PPMODELS_THREADS`` (a count, or ``omp`` for
+A model is small when every tensor it trains and one batch of every data tensor have fewer
+elements than the grain size. A choice of yours is kept: ``PPMODELS_THREADS`` (a count, or ``omp`` for
 torch's own) or ``OMP_NUM_THREADS`` in the environment, or a count set with
 ``torch.set_num_threads`` after ppmodels was imported.
 """

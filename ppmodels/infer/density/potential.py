@@ -128,7 +128,7 @@ class Potential:
         try:
             self._graph, self.mode = self._compiled(mode)
         except Exception as error:  # noqa: BLE001 (the contract: any failure to trace, compile or run it is eager)
-            self.fallback = str(error) if isinstance(error, GraphUnsupported) else describe_failure(error)
+            self.fallback = describe_failure(error)
             warnings.warn(
                 f"compile={mode!r}: the log density runs eagerly, with the same answers, more slowly: "
                 f"{self.fallback} (torch {torch.__version__})",

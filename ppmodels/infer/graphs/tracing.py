@@ -23,7 +23,10 @@ class GraphUnsupported(RuntimeError):
 
 
 def describe_failure(error) -> str:
-    """The user's line that made tracing fail, and torch's one-line reason."""
+    """The user's line that made tracing fail, and torch's one-line reason; a
+    :class:`GraphUnsupported`'s own message (it already says why)."""
+    if isinstance(error, GraphUnsupported):
+        return str(error)
     frames = [f for f in traceback.extract_tb(error.__traceback__) if "site-packages" not in f.filename]
     where = f" at {frames[-1].filename}:{frames[-1].lineno} ({frames[-1].line})" if frames else ""
     text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

@@ -235,7 +235,7 @@ class CompiledStep:
                 out = self._run(fn, tensors)
                 self.first_call_seconds.append(time.perf_counter() - t0)
         except Exception as error:  # noqa: BLE001 (any failure: a model a graph cannot hold, a compiler error, a moved internal)
-            self.failed = str(error) if isinstance(error, GraphUnsupported) else describe_failure(error)
+            self.failed = describe_failure(error)
             warnings.warn(
                 f"compile={self.mode!r}: this step cannot be traced into a graph ({self.failed}; torch "
                 f"{torch.__version__}); training continues with eager Pyro, with the same estimator",
