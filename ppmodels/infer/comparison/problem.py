@@ -170,7 +170,7 @@ def _per_particle_log_joint(model_fn, args, kwargs, stacked, nesting, size):
         trace = poutine.trace(poutine.condition(model_fn, data=stacked)).get_trace(*args, **kwargs)
     trace = prune_subsample_sites(trace)
     trace.compute_log_prob()
-    total = torch.zeros(size)
+    total = 0.0  # a tensor on the model's device after the first site
     for site in trace.nodes.values():
         if site["type"] != "sample":
             continue
@@ -181,7 +181,7 @@ def _per_particle_log_joint(model_fn, args, kwargs, stacked, nesting, size):
             total = total + lp.sum()
         else:
             total = total + lp.movedim(axis, 0).reshape(size, -1).sum(-1)
-    return total
+    return torch.as_tensor(total).expand(size)
 
 
 def _enumerated_joints_agree(model_fn, args, kwargs, own, stacked, names, nesting, size):
